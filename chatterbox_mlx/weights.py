@@ -1,0 +1,120 @@
+"""Shared helpers for turning PyTorch checkpoints into MLX parameters.
+
+Each network keeps its own ``sanitize()`` (the key mapping) beside its module;
+this file holds only what all of them use: strict validation, weight-norm
+folding, convolution layout changes and prefix handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing tensors, has unexpected ones, or has wrong shapes."""
+
+
+def load_safetensors(path: str | Path) -> dict[str, mx.array]:
+    """Load a safetensors file lazily (memory-mapped, no copy until used)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return mx.load(str(path))
+    except Exception as err:  # mlx raises RuntimeError/ValueError for corrupt files
+        raise CheckpointError(
+            f"cannot read {path}: {err}. The file is truncated or not safetensors; "
+            "download or convert it again."
+        ) from err
+
+
+def strip_prefix(weights: Mapping[str, mx.array], prefix: str) -> dict[str, mx.array]:
+    """The tensors under ``prefix`` (e.g. ``"flow."``), with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def check_weights(
+    expected: Mapping[str, tuple[int, ...]],
+    weights: Mapping[str, mx.array],
+    what: str,
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Raise CheckpointError naming every missing, unexpected or mis-shaped key.
+
+    ``expected`` maps key -> shape (usually from ``tree_flatten(model.parameters())``),
+    ``ignore`` lists key suffixes allowed to be present without being expected.
+    """
+    problems = []
+    for key, shape in expected.items():
+        if key not in weights:
+            problems.append(f"missing {key} {tuple(shape)}")
+        elif tuple(weights[key].shape) != tuple(shape):
+            problems.append(
+                f"wrong shape {key}: {tuple(weights[key].shape)}, expected {tuple(shape)}"
+            )
+    for key in weights:
+        if key not in expected and not key.endswith(ignore):
+            problems.append(f"unexpected {key} {tuple(weights[key].shape)}")
+    if problems:
+        listing = "\n  ".join(problems)
+        raise CheckpointError(
+            f"{what}: checkpoint does not match the model ({len(problems)} problems):\n  {listing}"
+        )
+
+
+def load_strict(model, weights: Mapping[str, mx.array], what: str) -> None:
+    """Validate ``weights`` against ``model``'s parameters, then load them."""
+    from mlx.utils import tree_flatten
+
+    expected = {k: v.shape for k, v in tree_flatten(model.parameters())}
+    check_weights(expected, weights, what)
+    model.load_weights(list(weights.items()), strict=True)
+
+
+def fold_weight_norm(g: mx.array, v: mx.array) -> mx.array:
+    """PyTorch weight norm (dim=0): w = g * v / ||v||, the norm over all dims but the first."""
+    axes = tuple(range(1, v.ndim))
+    norm = mx.sqrt(mx.sum(v.astype(mx.float32) ** 2, axis=axes, keepdims=True))
+    return (g * v / norm).astype(v.dtype)
+
+
+def fold_weight_norms(weights: Mapping[str, mx.array]) -> dict[str, mx.array]:
+    """Replace every ``X.parametrizations.weight.original0/1`` (and legacy
+    ``X.weight_g/weight_v``) pair by the folded ``X.weight``."""
+    out = {}
+    for key, value in weights.items():
+        if key.endswith(".parametrizations.weight.original0"):
+            base = key[: -len(".parametrizations.weight.original0")]
+            v = weights[base + ".parametrizations.weight.original1"]
+            out[base + ".weight"] = fold_weight_norm(value, v)
+        elif key.endswith(".weight_g"):
+            base = key[: -len(".weight_g")]
+            out[base + ".weight"] = fold_weight_norm(value, weights[base + ".weight_v"])
+        elif key.endswith((".parametrizations.weight.original1", ".weight_v")):
+            continue
+        else:
+            out[key] = value
+    return out
+
+
+def conv1d_weight(w: mx.array) -> mx.array:
+    """torch Conv1d weight [out, in, k] -> MLX [out, k, in]."""
+    return w.transpose(0, 2, 1)
+
+
+def conv2d_weight(w: mx.array) -> mx.array:
+    """torch Conv2d weight [out, in, kh, kw] -> MLX [out, kh, kw, in]."""
+    return w.transpose(0, 2, 3, 1)
+
+
+def conv_transpose1d_weight(w: mx.array) -> mx.array:
+    """torch ConvTranspose1d weight [in, out, k] -> MLX [out, k, in]."""
+    return w.transpose(1, 2, 0)
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.array(x)

@@ -1,0 +1,1 @@
+import chatterbox_mlx  # noqa: F401  (loads the optimized BLAS before mlx.core)
