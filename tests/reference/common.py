@@ -22,8 +22,18 @@ sys.path.insert(0, str(ROOT))  # so scripts can import tests.helpers
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("chatterbox-tts", "torch", "torchaudio", "transformers", "diffusers",
-                "librosa", "numpy", "s3tokenizer", "pyloudnorm", "resemble-perth"):
+    for pkg in (
+        "chatterbox-tts",
+        "torch",
+        "torchaudio",
+        "transformers",
+        "diffusers",
+        "librosa",
+        "numpy",
+        "s3tokenizer",
+        "pyloudnorm",
+        "resemble-perth",
+    ):
         try:
             out[pkg] = version(pkg)
         except Exception:

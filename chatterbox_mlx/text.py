@@ -1,0 +1,451 @@
+"""Text front-ends: punctuation clean-up and tokenizers for every variant.
+
+Each variant keeps upstream's own ``punc_norm`` (they differ) and tokenizer:
+- English: a `tokenizers` BPE (``tokenizer.json``), spaces become ``[SPACE]``,
+  framed by ``[START]`` / ``[STOP]``.
+- Multilingual: the grapheme tokenizer (``grapheme_mtl_merged_expanded_v1.json``)
+  after lowercase -> NFKD -> a per-language step -> ``[lang]`` prefix.
+- Turbo / Nano: GPT-2 byte-level BPE plus 19 paralinguistic tags, no framing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SOT = "[START]"
+EOT = "[STOP]"
+UNK = "[UNK]"
+SPACE = "[SPACE]"
+
+SUPPORTED_LANGUAGES = {
+    "ar": "Arabic",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "fr": "French",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ms": "Malay",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "tr": "Turkish",
+    "zh": "Chinese",
+}
+
+TURBO_TAGS = (
+    "[laugh]", "[chuckle]", "[sigh]", "[gasp]", "[cough]", "[clear throat]", "[sniff]",
+    "[groan]", "[shush]", "[whispering]", "[angry]", "[happy]", "[sarcastic]", "[surprised]",
+    "[fear]", "[crying]", "[dramatic]", "[narration]", "[advertisement]",
+)  # fmt: skip
+
+# Upstream's punc_norm replacement tables, one per variant (order matters).
+_QUOTES = [("“", '"'), ("”", '"'), ("‘", "'"), ("’", "'")]
+_PUNC_ENGLISH = [
+    ("...", ", "), ("…", ", "), (":", ","), (" - ", ", "), (";", ", "),
+    ("—", "-"), ("–", "-"), (" ,", ","), *_QUOTES,
+]  # fmt: skip
+_PUNC_TURBO = [("…", ", "), (":", ","), ("—", "-"), ("–", "-"), (" ,", ","), *_QUOTES]
+_ENDERS = (".", "!", "?", "-", ",")
+_ENDERS_MULTILINGUAL = _ENDERS + ("、", "，", "。", "？", "！")
+
+_PUNC_RULES = {
+    "english": (_PUNC_ENGLISH, _ENDERS),
+    "turbo": (_PUNC_TURBO, _ENDERS),
+    "multilingual": (_PUNC_ENGLISH, _ENDERS_MULTILINGUAL),
+}
+
+
+class TextError(ValueError):
+    """Text that cannot be synthesized (empty, or not encodable)."""
+
+
+def punc_norm(text: str, variant: str = "english") -> str:
+    """Upstream's punctuation clean-up for ``variant`` (english | turbo | multilingual).
+
+    Like upstream, empty text becomes a fixed sentence; the pipelines reject empty
+    text before getting here."""
+    if variant == "nano":
+        variant = "turbo"
+    replacements, enders = _PUNC_RULES[variant]
+    if len(text) == 0:
+        return "You need to add some text for me to talk."
+    if text[0].islower():
+        text = text[0].upper() + text[1:]
+    text = " ".join(text.split())
+    for old, new in replacements:
+        text = text.replace(old, new)
+    text = text.rstrip(" ")
+    if not text.endswith(enders):
+        text += "."
+    return text
+
+
+def _load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file not found: {path}")
+    tokenizer = Tokenizer.from_file(str(path))
+    vocab = tokenizer.get_vocab()
+    for token in (SOT, EOT):
+        if token not in vocab:
+            raise TextError(f"{path}: tokenizer has no {token} token; is this the right file?")
+    return tokenizer
+
+
+def _check_unknown(ids: list[int], unk_id: int | None, text: str) -> None:
+    if unk_id is not None and unk_id in ids:
+        raise TextError(
+            f"text contains characters the tokenizer cannot encode: {text!r}. "
+            "Remove or transliterate them (for other languages use the multilingual model)."
+        )
+
+
+class EnTokenizer:
+    """English: ``[SPACE]`` for spaces, then the BPE (upstream ``EnTokenizer``)."""
+
+    def __init__(self, path: str | Path):
+        self.tokenizer = _load_tokenizer(path)
+        vocab = self.tokenizer.get_vocab()
+        self.unk_id = vocab.get(UNK)
+        self.sot_id = vocab[SOT]
+        self.eot_id = vocab[EOT]
+
+    def encode(self, text: str, strict: bool = False) -> list[int]:
+        ids = self.tokenizer.encode(text.replace(" ", SPACE)).ids
+        if strict:
+            _check_unknown(ids, self.unk_id, text)
+        return ids
+
+    def decode(self, ids) -> str:
+        text = self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+        return text.replace(" ", "").replace(SPACE, " ").replace(EOT, "").replace(UNK, "")
+
+    def text_to_tokens(self, text: str) -> np.ndarray:
+        """``[1, N]`` int32 ids, as upstream's ``text_to_tokens``."""
+        return np.array([self.encode(text)], dtype=np.int32)
+
+
+class TurboTokenizer:
+    """GPT-2 byte-level BPE from ``vocab.json`` + ``merges.txt`` + ``added_tokens.json``,
+    encoding exactly as transformers' ``GPT2TokenizerFast`` built from those files."""
+
+    def __init__(self, directory: str | Path):
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+        directory = Path(directory)
+        missing = [f for f in ("vocab.json", "merges.txt") if not (directory / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"GPT-2 tokenizer files missing in {directory}: {missing}")
+        tokenizer_json = directory / "tokenizer.json"
+        if tokenizer_json.is_file():
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        else:
+            bpe = models.BPE.from_file(
+                str(directory / "vocab.json"), str(directory / "merges.txt"), fuse_unk=False
+            )
+            self.tokenizer = Tokenizer(bpe)
+            self.tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            self.tokenizer.decoder = decoders.ByteLevel()
+        added_path = directory / "added_tokens.json"
+        if added_path.is_file():
+            added = json.loads(added_path.read_text(encoding="utf-8"))
+            for content, token_id in sorted(added.items(), key=lambda kv: kv[1]):
+                if self.tokenizer.token_to_id(content) is None:
+                    self.tokenizer.add_tokens([AddedToken(content, normalized=True)])
+                if self.tokenizer.token_to_id(content) != token_id:
+                    raise TextError(
+                        f"{added_path}: token {content!r} should have id {token_id}, "
+                        f"got {self.tokenizer.token_to_id(content)}"
+                    )
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+
+    def text_to_tokens(self, text: str) -> np.ndarray:
+        return np.array([self.encode(text)], dtype=np.int32)
+
+
+# ---- multilingual language steps ------------------------------------------------------
+
+# Module -> how to get it. Each is needed for one language only.
+_OPTIONAL_EXTRAS = {
+    "pykakasi": "pip install 'chatterbox-mlx[ja]'",
+    "spacy_pkuseg": "pip install 'chatterbox-mlx[zh]'",
+    "dicta_onnx": "pip install 'chatterbox-mlx[he]'",
+    "russian_text_stresser": "install russian_text_stresser from its source (not on PyPI)",
+}
+_warned: set[str] = set()
+
+
+def _warn_missing(module: str, what: str) -> None:
+    if module not in _warned:
+        _warned.add(module)
+        logger.warning(
+            "%s is not installed, so %s is skipped (as upstream does); to enable it: %s",
+            module,
+            what,
+            _OPTIONAL_EXTRAS[module],
+        )
+
+
+def _is_kanji(c: str) -> bool:
+    return 19968 <= ord(c) <= 40959
+
+
+def _is_katakana(c: str) -> bool:
+    return 12449 <= ord(c) <= 12538
+
+
+_kakasi = None
+
+
+def hiragana_normalize(text: str) -> str:
+    """Japanese: kanji phrases to hiragana, katakana kept, then NFKD (upstream)."""
+    global _kakasi
+    try:
+        import pykakasi
+    except ImportError:
+        _warn_missing("pykakasi", "Japanese kanji-to-hiragana conversion")
+        return text
+    if _kakasi is None:
+        _kakasi = pykakasi.kakasi()
+    out = []
+    for part in _kakasi.convert(text):
+        orig, hira = part["orig"], part["hira"]
+        if any(_is_kanji(c) for c in orig):
+            if hira and hira[0] in ("は", "へ"):
+                hira = " " + hira
+            out.append(hira)
+        else:
+            out.append(orig)  # katakana and everything else unchanged
+    return unicodedata.normalize("NFKD", "".join(out))
+
+
+def korean_normalize(text: str) -> str:
+    """Korean: Hangul syllables to conjoining Jamo (upstream's arithmetic decomposition)."""
+
+    def decompose(char: str) -> str:
+        if not ("\uac00" <= char <= "\ud7af"):
+            return char
+        base = ord(char) - 0xAC00
+        initial = chr(0x1100 + base // (21 * 28))
+        medial = chr(0x1161 + (base % (21 * 28)) // 28)
+        final = chr(0x11A7 + base % 28) if base % 28 > 0 else ""
+        return initial + medial + final
+
+    return "".join(decompose(c) for c in text).strip()
+
+
+def add_hebrew_diacritics(text: str) -> str:
+    try:
+        from dicta_onnx import Dicta
+    except ImportError:
+        _warn_missing("dicta_onnx", "Hebrew diacritization")
+        return text
+    try:
+        return Dicta().add_diacritics(text)
+    except Exception as err:  # upstream logs and falls back, so do we
+        logger.warning("Hebrew diacritization failed: %s", err)
+        return text
+
+
+def add_russian_stress(text: str) -> str:
+    try:
+        from russian_text_stresser.text_stresser import RussianTextStresser
+    except ImportError:
+        _warn_missing("russian_text_stresser", "Russian stress marking")
+        return text
+    try:
+        return RussianTextStresser().stress_text(text)
+    except Exception as err:
+        logger.warning("Russian stress labeling failed: %s", err)
+        return text
+
+
+def _default_segmenter() -> Callable[[str], list[str]] | None:
+    try:
+        from spacy_pkuseg import pkuseg
+    except ImportError:
+        _warn_missing("spacy_pkuseg", "Chinese word segmentation")
+        return None
+    try:
+        return pkuseg().cut
+    except Exception as err:  # its model is downloaded on first use
+        logger.warning("Chinese word segmentation unavailable (%s); skipping it.", err)
+        return None
+
+
+class CangjieConverter:
+    """Chinese: optional word segmentation, then each CJK letter becomes its Cangjie
+    code as ``[cj_x]`` tokens closed by ``[cj_.]`` (upstream ``ChineseCangjieConverter``)."""
+
+    def __init__(self, mapping_path: str | Path | None, segmenter="default"):
+        self.word2cj: dict[str, str] = {}
+        self.cj2word: dict[str, list[str]] = {}
+        if mapping_path is not None and Path(mapping_path).is_file():
+            entries = json.loads(Path(mapping_path).read_text(encoding="utf-8"))
+            for entry in entries:
+                word, code = entry.split("\t")[:2]
+                self.word2cj[word] = code
+                self.cj2word.setdefault(code, []).append(word)
+        else:
+            logger.warning(
+                "Cangjie mapping %s not found; Chinese text is not converted.", mapping_path
+            )
+        self.segment = _default_segmenter() if segmenter == "default" else segmenter
+
+    def _encode_glyph(self, glyph: str) -> str | None:
+        code = self.word2cj.get(glyph)
+        if code is None:
+            return None
+        index = self.cj2word[code].index(glyph)
+        return code + (str(index) if index > 0 else "")
+
+    def __call__(self, text: str) -> str:
+        if self.segment is not None:
+            text = " ".join(self.segment(text))
+        out = []
+        for char in text:
+            code = self._encode_glyph(char) if unicodedata.category(char) == "Lo" else None
+            if code is None:
+                out.append(char)
+            else:
+                out.append("".join(f"[cj_{c}]" for c in code) + "[cj_.]")
+        return "".join(out)
+
+
+def check_language(language_id: str | None) -> str:
+    if not language_id or language_id.lower() not in SUPPORTED_LANGUAGES:
+        raise TextError(
+            f"unsupported language_id {language_id!r}; supported: " + ", ".join(SUPPORTED_LANGUAGES)
+        )
+    return language_id.lower()
+
+
+class MTLTokenizer:
+    """The multilingual grapheme tokenizer with upstream's per-language steps."""
+
+    def __init__(
+        self, path: str | Path, cangjie_path: str | Path | None = None, segmenter="default"
+    ):
+        self.tokenizer = _load_tokenizer(path)
+        vocab = self.tokenizer.get_vocab()
+        self.unk_id = vocab.get(UNK)
+        self.sot_id = vocab[SOT]
+        self.eot_id = vocab[EOT]
+        if cangjie_path is None:
+            cangjie_path = Path(path).parent / "Cangjie5_TC.json"
+        self._cangjie_args = (cangjie_path, segmenter)
+        self._cangjie: CangjieConverter | None = None
+
+    def cangjie(self, text: str) -> str:
+        if self._cangjie is None:  # built on first Chinese text only
+            self._cangjie = CangjieConverter(*self._cangjie_args)
+        return self._cangjie(text)
+
+    def preprocess(self, text: str, language_id: str, lowercase=True, nfkd=True) -> str:
+        if lowercase:
+            text = text.lower()
+        if nfkd:
+            text = unicodedata.normalize("NFKD", text)
+        step = {
+            "zh": self.cangjie,
+            "ja": hiragana_normalize,
+            "he": add_hebrew_diacritics,
+            "ko": korean_normalize,
+            "ru": add_russian_stress,
+        }.get(language_id)
+        if step is not None:
+            text = step(text)
+        return f"[{language_id}]{text}"
+
+    def encode(self, text: str, language_id: str, lowercase=True, nfkd=True) -> list[int]:
+        language_id = check_language(language_id)
+        text = self.preprocess(text, language_id, lowercase, nfkd)
+        return self.tokenizer.encode(text.replace(" ", SPACE)).ids
+
+    def decode(self, ids) -> str:
+        text = self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+        return text.replace(" ", "").replace(SPACE, " ").replace(EOT, "").replace(UNK, "")
+
+    def text_to_tokens(self, text: str, language_id: str) -> np.ndarray:
+        return np.array([self.encode(text, language_id)], dtype=np.int32)
+
+
+# ---- long text --------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？…])[\"'”’)\]]*\s+|(?<=[。！？])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split at sentence ends (Latin and CJK), keeping the punctuation."""
+    parts = [p.strip() for p in _SENTENCE_END.split(text)]
+    return [p for p in parts if p]
+
+
+def chunk_text(text: str, max_chars: int = 300) -> list[str]:
+    """Sentence-aware chunks of at most ``max_chars`` characters (a sentence longer than
+    that is split at commas, then at spaces, then hard)."""
+    if not text or not text.strip():
+        raise TextError("text is empty: give some words to speak")
+    chunks: list[str] = []
+    current = ""
+    for sentence in split_sentences(" ".join(text.split())):
+        for piece in _split_long(sentence, max_chars):
+            if current and len(current) + 1 + len(piece) > max_chars:
+                chunks.append(current)
+                current = piece
+            else:
+                current = f"{current} {piece}" if current else piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _split_long(sentence: str, max_chars: int) -> list[str]:
+    if len(sentence) <= max_chars:
+        return [sentence]
+    for separator in (", ", "， ", "、", " "):
+        if separator in sentence:
+            pieces, current = [], ""
+            for word in sentence.split(separator):
+                candidate = f"{current}{separator}{word}" if current else word
+                if current and len(candidate) > max_chars:
+                    pieces.append(current + separator.rstrip())
+                    current = word
+                else:
+                    current = candidate
+            pieces.append(current)
+            out = []
+            for piece in pieces:
+                out.extend(_split_long(piece, max_chars))
+            return out
+    return [sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars)]
