@@ -41,11 +41,17 @@ MERGES_EN = [("t", "h"), ("th", "e"), ("i", "n"), ("a", "n"), ("e", "r"), ("o", 
 
 
 def _bpe_json(chars: list[str], extra_tokens: list[str], merges) -> Tokenizer:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for tok in extra_tokens + chars:
+    """Ids as in the real files: [STOP]=0, [UNK]=1, [SPACE]=2 and [START]=255 (the ids
+    T3Config uses), the other specials after it."""
+    ordinary = [t for t in extra_tokens + chars if t not in SPECIALS]
+    ordinary += [a + b for a, b in merges]
+    vocab = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2}
+    rest = iter(dict.fromkeys(ordinary))
+    while len(vocab) < 255:
+        vocab[next(rest, f"[unused{len(vocab)}]")] = len(vocab)
+    vocab["[START]"] = 255
+    for tok in [*SPECIALS[4:], *rest]:
         vocab.setdefault(tok, len(vocab))
-    for a, b in merges:
-        vocab.setdefault(a + b, len(vocab))
     model = models.BPE(vocab=vocab, merges=list(merges), unk_token="[UNK]")
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()

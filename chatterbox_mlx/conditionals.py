@@ -1,0 +1,248 @@
+"""Voice cloning conditionals: a reference clip -> what T3 and S3Gen are conditioned on.
+
+Spec: ``prepare_conditionals`` of the reference's ``tts.py`` (English), ``mtl_tts.py``
+(Multilingual), ``tts_turbo.py`` (Turbo and Nano), ``vc.py:set_target_voice`` (S3Gen only)
+and ``S3Token2Mel.embed_ref``. The component networks are passed in; nothing is loaded here.
+
+- T3 gets the VoiceEncoder embedding of the whole clip (16 kHz, soxr), the S3 tokens of its
+  first 6 s (Turbo/Nano: 15 s), at most ``speech_cond_prompt_len`` of them (150 / 375),
+  and the ``exaggeration`` as ``emotion_adv [1, 1, 1]``.
+- S3Gen gets, from the first 10 s at 24 kHz: the 80-bin mel (``prompt_feat``), the S3
+  tokens and the CAMPPlus x-vector of the clip resampled to 16 kHz by the torchaudio sinc
+  resampler, with the token count cut to half the mel frames.
+- Turbo/Nano first require more than 5 s and normalise loudness to -27 LUFS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from . import audio
+from .models.t3 import T3Cond
+
+S3_SR = 16_000
+S3GEN_SR = 24_000
+DEC_COND_SECONDS = 10
+FORMAT = "chatterbox-mlx-conds"
+
+
+@dataclass
+class GenCond:
+    """S3Gen's reference conditioning (the reference's ``ref_dict`` of ``embed_ref``)."""
+
+    prompt_token: mx.array  # [1, T] int32 S3 tokens
+    prompt_token_len: mx.array  # [1] int32
+    prompt_feat: mx.array  # [1, 2T, 80] 24 kHz log-mel
+    prompt_feat_len: mx.array | None = None  # always None in the reference
+    embedding: mx.array | None = None  # [1, 192] CAMPPlus x-vector
+
+
+@dataclass
+class Conditionals:
+    t3: T3Cond | None
+    gen: GenCond
+
+    def to_flat(self) -> dict[str, mx.array]:
+        """``{"t3.speaker_emb": ..., "gen.prompt_feat": ...}``; None entries are left out."""
+        out = {}
+        for part, obj in (("t3", self.t3), ("gen", self.gen)):
+            if obj is None:
+                continue
+            for f in fields(obj):
+                value = getattr(obj, f.name)
+                if value is None:
+                    continue
+                out[f"{part}.{f.name}"] = mx.array(value)
+        return out
+
+    @classmethod
+    def from_flat(cls, tensors: dict[str, mx.array], source: str = "conditionals"):
+        """Inverse of ``to_flat`` (also reads the converter's flattened ``conds.pt``)."""
+        parts: dict[str, dict] = {"t3": {}, "gen": {}}
+        for key, value in tensors.items():
+            part, _, name = key.partition(".")
+            if part not in parts:
+                raise ValueError(f"{source}: unexpected entry {key!r} (expected t3.* or gen.*)")
+            parts[part][name] = value
+        t3 = _build(T3Cond, parts["t3"], source, "t3") if parts["t3"] else None
+        gen = _build(GenCond, parts["gen"], source, "gen")
+        for name in ("prompt_token", "prompt_token_len"):
+            setattr(gen, name, getattr(gen, name).astype(mx.int32))
+        if t3 is not None and t3.cond_prompt_speech_tokens is not None:
+            t3.cond_prompt_speech_tokens = t3.cond_prompt_speech_tokens.astype(mx.int32)
+        return cls(t3, gen)
+
+    def save(self, path: str | Path) -> None:
+        """Write as safetensors (atomically), reusable with ``Conditionals.load``."""
+        path = Path(path)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        mx.save_safetensors(str(tmp), self.to_flat(), metadata={"format": FORMAT})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Conditionals:
+        from .weights import load_safetensors
+
+        return cls.from_flat(load_safetensors(path), str(path))
+
+
+def _build(kind, values: dict, source: str, part: str):
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown {part} entries {unknown}; known: {sorted(names)}")
+    try:
+        return kind(**values)
+    except TypeError as err:
+        raise ValueError(f"{source}: incomplete {part} conditionals ({err})") from None
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """Per-variant constants of ``prepare_conditionals``."""
+
+    t3_prompt_seconds: int  # ENC_COND_LEN / 16 kHz
+    t3_prompt_tokens: int  # T3Config.speech_cond_prompt_len
+    normalize_loudness: bool = False
+    min_seconds: float | None = None  # the clip must be strictly longer
+
+    @classmethod
+    def for_variant(cls, variant: str) -> PromptSettings:
+        from .variants import get_variant
+
+        if get_variant(variant).t3_config in ("turbo", "nano"):
+            return cls(15, 375, normalize_loudness=True, min_seconds=5.0)
+        return cls(6, 150)
+
+
+# ---------------------------------------------------------------------------- audio in
+
+
+def _mono(wav, what: str) -> np.ndarray:
+    """``[T]``, ``[C, T]`` or ``[T, C]`` (C <= 8 channels) -> the channel mean ``[T]``."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 2:
+        channels_first = wav.shape[0] <= 8 and wav.shape[0] < wav.shape[1]
+        if not channels_first and wav.shape[1] > 8:
+            raise audio.AudioError(
+                f"{what}: cannot tell channels from samples in shape {wav.shape}; "
+                "pass [samples] or [channels, samples]"
+            )
+        wav = wav.mean(axis=0 if channels_first else 1, dtype=np.float32)
+    return wav
+
+
+def load_reference(source, sr: int | None = None, what: str = "reference audio") -> np.ndarray:
+    """A path (any format/rate/channels) or an array with its ``sr`` -> mono float32 at
+    24 kHz, as ``librosa.load(path, sr=24000)``. Raises ``AudioError`` for unreadable,
+    empty, silent or non-finite audio."""
+    if isinstance(source, (str, os.PathLike)):
+        wav, _ = audio.load_audio(source, sr=S3GEN_SR)
+        return wav
+    if sr is None:
+        raise ValueError(f"{what}: an array was given without its sample rate; pass sr=")
+    wav = np.asarray(source, dtype=np.float32)
+    if wav.ndim not in (1, 2):
+        raise audio.AudioError(
+            f"{what}: expected [samples] or [channels, samples], got {wav.shape}"
+        )
+    if wav.size == 0:
+        raise audio.AudioError(f"{what}: the audio is empty (0 samples); pass a recording")
+    wav = audio.check_audio(_mono(wav, what), sr, what)
+    return audio.resample(wav, sr, S3GEN_SR)
+
+
+def _check_length(wav_24k: np.ndarray, settings: PromptSettings, campplus, what: str) -> None:
+    seconds = len(wav_24k) / S3GEN_SR
+    if settings.min_seconds is not None and not seconds > settings.min_seconds:
+        raise audio.AudioError(
+            f"{what} is {seconds:.2f} s long; this variant needs more than "
+            f"{settings.min_seconds:g} s of reference speech. Record a longer clip"
+        )
+    need = campplus.min_samples / S3_SR if campplus is not None else 0.0
+    if seconds < max(need, 1 / 25):
+        raise audio.AudioError(
+            f"{what} is {seconds * 1000:.0f} ms long; at least {max(need, 0.04) * 1000:.0f} ms "
+            "are needed (several seconds of speech give a usable voice)"
+        )
+
+
+# ---------------------------------------------------------------------------- S3Gen
+
+
+def embed_ref(wav, sr: int, s3tokenizer, campplus) -> GenCond:
+    """``S3Token2Mel.embed_ref``: mel at 24 kHz, and tokens / x-vector at 16 kHz (both
+    resampled with the torchaudio sinc resampler from ``sr``)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 2 and wav.shape[0] == 1:
+        wav = wav[0]
+    wav_24 = wav if sr == S3GEN_SR else audio.resample_sinc(wav, sr, S3GEN_SR)
+    mels = audio.s3gen_mel(mx.array(np.asarray(wav_24, np.float32))[None])
+    wav_16 = wav if sr == S3_SR else audio.resample_sinc(wav, sr, S3_SR)
+    wav_16 = np.asarray(wav_16, dtype=np.float32)
+    embedding = campplus.inference(wav_16)
+    tokens, token_lens = s3tokenizer.tokenize([wav_16])
+    if mels.shape[1] != 2 * tokens.shape[1]:
+        # The reference's fix when the clip is not a whole number of 40 ms tokens.
+        tokens = tokens[:, : mels.shape[1] // 2]
+        token_lens = mx.array([tokens.shape[1]], dtype=mx.int32)
+    return GenCond(
+        prompt_token=tokens.astype(mx.int32),
+        prompt_token_len=token_lens.astype(mx.int32),
+        prompt_feat=mels,
+        prompt_feat_len=None,
+        embedding=embedding,
+    )
+
+
+def prepare_gen_conditionals(source, s3tokenizer, campplus, sr: int | None = None) -> GenCond:
+    """``ChatterboxVC.set_target_voice``: S3Gen conditioning from the first 10 s."""
+    wav = load_reference(source, sr, "target voice")
+    _check_length(wav, PromptSettings(6, 150), campplus, "target voice")
+    return embed_ref(wav[: DEC_COND_SECONDS * S3GEN_SR], S3GEN_SR, s3tokenizer, campplus)
+
+
+# ---------------------------------------------------------------------------- T3 + S3Gen
+
+
+def prepare_conditionals(
+    source,
+    *,
+    s3tokenizer,
+    campplus,
+    voice_encoder,
+    variant: str = "english",
+    exaggeration: float = 0.5,
+    norm_loudness: bool = True,
+    sr: int | None = None,
+) -> Conditionals:
+    """``prepare_conditionals`` of the given variant's pipeline.
+
+    ``source``: an audio file path, or an array (``[T]`` or ``[channels, T]``) with ``sr``.
+    ``norm_loudness`` only applies to Turbo/Nano (their pipeline's argument)."""
+    settings = PromptSettings.for_variant(variant)
+    wav = load_reference(source, sr)
+    _check_length(wav, settings, campplus, "reference audio")
+    if settings.normalize_loudness and norm_loudness:
+        wav = audio.normalize_loudness(wav, S3GEN_SR)
+    wav_16 = audio.resample(wav, S3GEN_SR, S3_SR)
+
+    gen = embed_ref(wav[: DEC_COND_SECONDS * S3GEN_SR], S3GEN_SR, s3tokenizer, campplus)
+    prompt = wav_16[: settings.t3_prompt_seconds * S3_SR]
+    tokens, _ = s3tokenizer.tokenize([prompt], max_len=settings.t3_prompt_tokens)
+    speaker = voice_encoder.embeds_from_wavs([wav_16], sample_rate=S3_SR)
+    speaker = mx.mean(speaker, axis=0, keepdims=True)
+    t3 = T3Cond(
+        speaker_emb=speaker,
+        cond_prompt_speech_tokens=tokens.astype(mx.int32),
+        emotion_adv=exaggeration * mx.ones((1, 1, 1)),
+    )
+    return Conditionals(t3, gen)
