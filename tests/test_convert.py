@@ -1,0 +1,641 @@
+"""The converter (chatterbox_mlx.convert), the variant registry and model resolution (hub).
+
+Full-size, real-layout random checkpoints (tests/helpers/checkpoints.py) of every
+variant are converted once per module; each network's converted parameters are compared
+exactly with the source tensors after the documented transforms. Nothing touches the
+network: hub behaviour is exercised offline against a private Hugging Face cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from chatterbox_mlx import convert as conv
+from chatterbox_mlx import hub
+from chatterbox_mlx.variants import VARIANTS, UnknownVariantError, detect_variant, get_variant
+from chatterbox_mlx.weights import CheckpointError, fold_weight_norm, strip_prefix
+from tests.helpers.checkpoints import cache_dir, cached_checkpoint, random_weights, write_checkpoint
+from tests.helpers.torch_zip import conds_object, write_conds, write_torch_zip
+
+LAYOUTS = {  # variant -> (T3 layout, S3Gen layout)
+    "english": ("t3_cfg", "s3gen"),
+    "multilingual": ("t3_mtl", "s3gen"),
+    "multilingual-v3": ("t3_mtl", "s3gen"),
+    "turbo": ("t3_turbo", "s3gen_meanflow"),
+    "nano": ("t3_nano", "s3gen_meanflow"),
+}
+# Conditionals.save's layout, flattened (None entries are not stored).
+CONDS_KEYS = {
+    "t3.speaker_emb",
+    "t3.cond_prompt_speech_tokens",
+    "t3.emotion_adv",
+    "gen.prompt_token",
+    "gen.prompt_token_len",
+    "gen.prompt_feat",
+    "gen.embedding",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_env():
+    """No network; conversions cache file hashes in the (persistent) test cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("CHATTERBOX_MLX_CACHE", str(cache_dir() / "mlx-cache"))
+        yield
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def write_tokenizer_files(directory: Path, variant: str) -> None:
+    """Small synthetic tokenizers with the real file names (the converter copies them)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    if variant in ("turbo", "nano"):
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(["hello world, a tiny corpus."] * 4, vocab_size=300)
+        bpe.save_model(str(directory))
+        tags = ["[laugh]", "[chuckle]", "[sigh]"]
+        (directory / "added_tokens.json").write_text(
+            json.dumps({t: 50257 + i for i, t in enumerate(tags)})
+        )
+        special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+        (directory / "special_tokens_map.json").write_text(json.dumps(special))
+        (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024}))
+        return
+    vocab = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, **{c: 3 + i for i, c in enumerate("abcde")}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    name = "tokenizer.json" if variant == "english" else "grapheme_mtl_merged_expanded_v1.json"
+    tok.save(str(directory / name))
+    if variant.startswith("multilingual"):
+        (directory / "Cangjie5_TC.json").write_text(json.dumps(["日\ta"]))
+
+
+def make_source(directory: Path, variant: str, seed: int = 0) -> Path:
+    """An original checkpoint directory (symlinks into the test cache + small files)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    var = get_variant(variant)
+    t3_layout, s3gen_layout = LAYOUTS[var.name]
+    os.symlink(cached_checkpoint("ve"), directory / var.ve_file)
+    os.symlink(cached_checkpoint(t3_layout), directory / var.t3_file)
+    os.symlink(cached_checkpoint(s3gen_layout), directory / var.s3gen_file)
+    write_conds(directory / "conds.pt", var.name, seed=seed)
+    write_tokenizer_files(directory, var.name)
+    return directory
+
+
+def source_of(directory: Path, variant: str, name: str) -> dict[str, mx.array]:
+    var = get_variant(variant)
+    files = {"t3": var.t3_file, "s3gen": var.s3gen_file, "ve": var.ve_file}
+    return mx.load(str(directory / files[name]))
+
+
+def leftovers(path: Path) -> list[str]:
+    """Temporary conversion folders left beside ``path``."""
+    return [p.name for p in path.parent.glob(f".{path.name}.*")]
+
+
+# ---------------------------------------------------------------------------- conversions
+
+FULL_VARIANTS = ["english", "multilingual", "turbo", "nano"]
+
+
+@pytest.fixture(scope="module", params=FULL_VARIANTS)
+def converted(request, tmp_path_factory):
+    """(variant, source dir, output dir); Nano goes through hub.resolve (convert on first
+    use into the cache), the others through convert()."""
+    variant = request.param
+    root = tmp_path_factory.mktemp(f"convert-{variant}")
+    source = make_source(root / "source", variant)
+    try:
+        if variant == "nano":
+            mp = pytest.MonkeyPatch()
+            mp.setenv("CHATTERBOX_MLX_CACHE", str(root / "cache"))
+            try:
+                out = hub.resolve(source)
+            finally:
+                mp.undo()
+            assert out.parent == root / "cache" / "converted"
+        else:
+            out = conv.convert(source, root / "out")
+        yield variant, source, out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # ~3 GB per variant
+
+
+def test_output_files_and_config(converted):
+    variant, source, out = converted
+    var = get_variant(variant)
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "chatterbox-mlx" and config["format_version"] == 1
+    assert config["variant"] == variant
+    assert config["dtype"] == "float32" and config["quantization"] is None
+    assert set(config["networks"]) == {n.name for n in conv.NETWORKS}
+    assert config["networks"]["flow"]["config"]["meanflow"] is var.meanflow
+    t3 = config["networks"]["t3"]["config"]
+    assert t3["backbone"] == ("gpt2" if variant in ("turbo", "nano") else "llama")
+    assert t3["text_vocab_size"] == {"english": 704, "multilingual": 2454}.get(variant, 50276)
+    assert config["generation"] == var.generation
+    # provenance: every source file read, with its hash
+    files = config["source"]["files"]
+    assert set(files) == {*var.weight_files, "conds.pt", *config["tokenizer_files"]}
+    assert files["conds.pt"]["sha256"] == conv.sha256_file(source / "conds.pt")
+    assert files[var.ve_file]["size"] == (source / var.ve_file).stat().st_size
+    # tokenizer files copied byte for byte
+    expected_tok = [*var.tokenizer_files, *var.optional_files]
+    assert config["tokenizer_files"] == expected_tok
+    for name in expected_tok:
+        assert (out / name).read_bytes() == (source / name).read_bytes()
+    written = {p.name for p in out.iterdir()}
+    nets = {f"{n.name}.safetensors" for n in conv.NETWORKS}
+    assert written == {"config.json", "conds.safetensors", *nets, *expected_tok}
+    assert not leftovers(out)
+
+
+def summary(arrays) -> mx.array:
+    """Order-free summary of a set of tensors (lazy): [element count, sum, sum of squares]."""
+    arrays = list(arrays)
+    return mx.stack(
+        [
+            mx.array(float(sum(a.size for a in arrays))),
+            sum((mx.sum(a) for a in arrays), mx.array(0.0)),
+            sum((mx.sum(mx.square(a)) for a in arrays), mx.array(0.0)),
+        ]
+    )
+
+
+def check_network(net: conv.Network, source: dict, out: Path) -> None:
+    """Exactly sanitize(source) (keys, shapes, dtypes, values), and the same multiset of
+    values as the source tensors (sanitize only renames and re-lays out; dropped: the
+    documented dead/derived tensors). Not summarised: HiFT (folds weight norm) and T3
+    (2 GB; it only drops the dead embedding and transposes GPT-2's Conv1D, both checked in
+    test_documented_transforms)."""
+    module = conv.network_module(net)
+    weights = strip_prefix(source, net.prefix) if net.prefix else source
+    expected = module.sanitize(weights)
+    actual = mx.load(str(out / f"{net.name}.safetensors"))
+    assert sorted(actual) == sorted(expected), net.name
+    for key, value in expected.items():
+        assert actual[key].shape == value.shape, f"{net.name}.{key}"
+        assert actual[key].dtype == value.dtype, f"{net.name}.{key}"
+    equal = mx.stack([mx.array_equal(actual[k], v) for k, v in expected.items()])
+    summarised = net.name not in ("hift", "t3")
+    checks = [equal]
+    if summarised:
+        dropped = ("tfmr.wte.weight", "tfmr.embed_tokens.weight", "_mel_filters", "window")
+        kept = [v for k, v in weights.items() if not k.endswith(dropped)]
+        kept = [v for v in kept if v.dtype != mx.int64]  # BatchNorm num_batches_tracked
+        checks += [summary(actual.values()), summary(kept)]
+    mx.eval(checks)
+    bad = [k for k, ok in zip(expected, equal.tolist(), strict=True) if not ok]
+    assert not bad, f"{net.name}: values differ from sanitize(source): {bad[:10]}"
+    if summarised:
+        np.testing.assert_allclose(
+            np.asarray(checks[1]), np.asarray(checks[2]), rtol=1e-5, err_msg=net.name
+        )
+
+
+# Multilingual reads the very same ve/s3gen files as English, Nano the same
+# s3gen_meanflow as Turbo: their T3 is what is new (and converted all the same).
+CHECKED_SOURCES = {
+    "english": ("ve", "s3gen", "t3"),
+    "multilingual": ("t3",),
+    "turbo": ("s3gen", "t3"),
+    "nano": ("t3",),
+}
+
+
+def test_parameters_match_source(converted):
+    variant, source, out = converted
+    for name in CHECKED_SOURCES[variant]:
+        weights = source_of(source, variant, name)
+        for net in conv.NETWORKS:
+            if net.source == name:
+                check_network(net, weights, out)
+        del weights
+
+
+def test_documented_transforms(converted):
+    """Spot checks written independently of the sanitize functions (CHECKPOINTS.md)."""
+    variant, source, out = converted
+    t3_src, t3 = source_of(source, variant, "t3"), mx.load(str(out / "t3.safetensors"))
+    if variant in ("turbo", "nano"):  # GPT-2 Conv1D [in, out] -> Linear [out, in]
+        for key in ("attn.c_attn.weight", "mlp.c_proj.weight"):
+            k = f"tfmr.h.0.{key}"
+            assert mx.array_equal(t3[k], t3_src[k].T).item(), k
+        assert "tfmr.wte.weight" not in t3 and "speech_head.bias" in t3
+    else:
+        k = "tfmr.layers.0.self_attn.q_proj.weight"
+        assert mx.array_equal(t3[k], t3_src[k]).item()
+        assert "tfmr.embed_tokens.weight" not in t3
+    s3gen = source_of(source, variant, "s3gen")
+    hift = mx.load(str(out / "hift.safetensors"))
+    g = np.asarray(s3gen["mel2wav.conv_pre.parametrizations.weight.original0"])
+    v = np.asarray(s3gen["mel2wav.conv_pre.parametrizations.weight.original1"])
+    folded = g * v / np.linalg.norm(v, axis=(1, 2), keepdims=True)  # w = g v / ||v||
+    np.testing.assert_allclose(
+        np.asarray(hift["conv_pre.weight"]), folded.transpose(0, 2, 1), rtol=1e-5, atol=1e-7
+    )
+    ups = fold_weight_norm(
+        s3gen["mel2wav.ups.0.parametrizations.weight.original0"],
+        s3gen["mel2wav.ups.0.parametrizations.weight.original1"],
+    )  # ConvTranspose1d [in, out, k] -> [out, k, in]
+    assert mx.allclose(hift["ups.0.weight"], ups.transpose(1, 2, 0)).item()
+    tok = mx.load(str(out / "s3tokenizer.safetensors"))
+    conv1 = s3gen["tokenizer.encoder.conv1.weight"]  # Conv1d [out, in, k] -> [out, k, in]
+    assert mx.array_equal(tok["encoder.conv1.weight"], conv1.transpose(0, 2, 1)).item()
+    assert not any(k.endswith(("_mel_filters", "window")) for k in tok)
+    camp = mx.load(str(out / "campplus.safetensors"))
+    # Conv2d [out, in, k_freq, k_time] -> [out, k_time, k_freq, in] (maps are [B, T, F, C])
+    conv2d = s3gen["speaker_encoder.head.conv1.weight"]
+    assert mx.array_equal(camp["head.conv1.weight"], conv2d.transpose(0, 3, 2, 1)).item()
+    assert not any(k.endswith("num_batches_tracked") for k in camp)
+    ve_src, ve = source_of(source, variant, "ve"), mx.load(str(out / "voice_encoder.safetensors"))
+    assert mx.array_equal(ve["lstm.layers.2.weight_hh"], ve_src["lstm.weight_hh_l2"]).item()
+    assert mx.array_equal(ve["proj.weight"], ve_src["proj.weight"]).item()
+
+
+def test_conds_safetensors_holds_the_builtin_voice(converted):
+    variant, _, out = converted
+    conds = mx.load(str(out / "conds.safetensors"))
+    assert set(conds) == CONDS_KEYS
+    expected = conds_object(variant, seed=0)
+    for key in CONDS_KEYS:
+        part, name = key.split(".")
+        want = np.ascontiguousarray(expected[part][name])
+        assert conds[key].shape == want.shape, key
+        np.testing.assert_array_equal(np.asarray(conds[key]), want, err_msg=key)
+    assert conds["gen.prompt_feat"].shape == (1, 500, 80)
+    t3_len = 375 if variant in ("turbo", "nano") else 150
+    assert conds["t3.cond_prompt_speech_tokens"].shape == (1, t3_len)
+
+
+def test_load_components(converted, monkeypatch):
+    variant, source, out = converted
+    if variant == "nano":  # the second resolve of an original dir must reuse the cache
+        monkeypatch.setenv("CHATTERBOX_MLX_CACHE", str(out.parent.parent))
+
+        def no_conversion(*args, **kwargs):
+            raise AssertionError("converted again")
+
+        monkeypatch.setattr(conv, "convert", no_conversion)
+        parts = hub.load_components(source)
+        assert parts.path == out
+    else:
+        parts = hub.load_components(out)
+    assert parts.variant.name == variant
+    assert parts.generation == get_variant(variant).generation
+    assert [p.name for p in parts.tokenizer_files] == parts.config["tokenizer_files"]
+    for net in conv.NETWORKS:
+        model = getattr(parts, net.name)
+        loaded = dict(tree_flatten(model.parameters()))
+        stored = mx.load(str(out / f"{net.name}.safetensors"))
+        assert sorted(loaded) == sorted(stored), net.name
+        key = sorted(stored)[0]
+        assert mx.array_equal(loaded[key], stored[key]).item()
+    from chatterbox_mlx.conditionals import Conditionals
+
+    assert isinstance(parts.conds, Conditionals)
+    assert parts.conds.t3.speaker_emb.shape == (1, 256)
+    assert parts.conds.gen.prompt_feat.shape == (1, 500, 80)
+
+
+# ---------------------------------------------------------------------------- quantized
+
+
+def test_quantized_conversion_loads_and_runs(tmp_path):
+    source = make_source(tmp_path / "source", "nano", seed=1)
+    out = tmp_path / "nano-q4"
+    code = conv.main(["--hf-path", str(source), "--mlx-path", str(out), "-q", "--q-bits", "4"])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization"] == {"bits": 4, "group_size": 64, "networks": ["t3"]}
+    t3_file = mx.load(str(out / "t3.safetensors"))
+    assert t3_file["tfmr.h.0.attn.c_attn.weight"].dtype == mx.uint32
+    assert "tfmr.h.0.attn.c_attn.scales" in t3_file
+    assert t3_file["speech_head.weight"].dtype == mx.float32  # heads stay float
+    assert mx.load(str(out / "flow.safetensors"))["input_embedding.weight"].dtype == mx.float32
+
+    parts = hub.load_components(out, networks=("t3",))
+    assert parts.flow is None
+    from chatterbox_mlx.models.t3 import T3Cond
+
+    conds = mx.load(str(out / "conds.safetensors"))
+    cond = T3Cond(
+        speaker_emb=conds["t3.speaker_emb"],
+        cond_prompt_speech_tokens=conds["t3.cond_prompt_speech_tokens"][:, :20],
+    )
+    text_logits, speech_logits = parts.t3(cond, mx.array([[1, 2, 3, 4]]), mx.array([[6561, 5]]))
+    assert speech_logits.shape == (1, 2, 6563) and text_logits.shape == (1, 4, 50276)
+    assert bool(mx.all(mx.isfinite(speech_logits)).item())
+
+
+def test_dtype_applies_to_the_generation_networks():
+    """--dtype casts T3/flow/HiFT; the voice-cloning front end stays float32."""
+    s3gen = mx.load(str(cached_checkpoint("s3gen")))
+    var = get_variant("english")
+    for name, want in (("hift", mx.bfloat16), ("campplus", mx.float32)):
+        net = next(n for n in conv.NETWORKS if n.name == name)
+        config = conv.default_config(net, var)
+        params = conv.convert_network(net, s3gen, config, "bfloat16", None, "s3gen")
+        floats = {v.dtype for v in params.values() if mx.issubdtype(v.dtype, mx.floating)}
+        assert floats == {want}, name
+        assert conv.network_dtype(name, "bfloat16") == str(want).split(".")[-1]
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def test_variant_registry():
+    assert set(VARIANTS) == {"english", "multilingual", "multilingual-v3", "turbo", "nano"}
+    assert get_variant("multilingual-v2") is VARIANTS["multilingual"]
+    assert VARIANTS["multilingual"].t3_file == "t3_mtl23ls_v2.safetensors"
+    assert VARIANTS["multilingual-v3"].t3_file == "t3_mtl23ls_v3.safetensors"
+    assert VARIANTS["multilingual"].generation["repetition_penalty"] == 1.2
+    assert VARIANTS["turbo"].generation["top_k"] == 1000
+    assert VARIANTS["english"].generation["cfg_weight"] == 0.5
+    assert VARIANTS["nano"].meanflow and not VARIANTS["english"].meanflow
+    with pytest.raises(UnknownVariantError, match="klingon.*english"):
+        get_variant("klingon")
+
+
+def test_variant_detection(tmp_path):
+    for variant in VARIANTS.values():  # empty placeholder files are enough to detect
+        (tmp_path / variant.t3_file).touch()
+    assert detect_variant(tmp_path).name == "english"  # the repo's own default
+    assert detect_variant(tmp_path, "ResembleAI/chatterbox-nano").name == "nano"
+    (tmp_path / "t3_cfg.safetensors").unlink()
+    assert detect_variant(tmp_path).name == "turbo"
+    for name in ("t3_turbo_v1", "t3_nano_v1"):
+        (tmp_path / f"{name}.safetensors").unlink()
+    assert detect_variant(tmp_path).name == "multilingual"
+    with pytest.raises(UnknownVariantError, match="no known T3"):
+        detect_variant(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def small_source(tmp_path):
+    """An English source whose T3/S3Gen are empty placeholders: conversion fails on the
+    VE (first network) long before reaching them, which is what these tests need."""
+    source = tmp_path / "source"
+    source.mkdir()
+    write_checkpoint("ve", source)
+    for name in ("t3_cfg.safetensors", "s3gen.safetensors"):
+        os.symlink(cached_checkpoint(LAYOUTS["english"][0 if "t3" in name else 1]), source / name)
+    write_conds(source / "conds.pt")
+    write_tokenizer_files(source, "english")
+    return source
+
+
+def assert_no_output(out: Path) -> None:
+    assert not out.exists()
+    assert not leftovers(out)
+
+
+def test_missing_file_names_it_and_how_to_get_it(small_source, tmp_path):
+    (small_source / "tokenizer.json").unlink()
+    (small_source / "conds.pt").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(conv.ConversionError) as err:
+        conv.convert(small_source, out)
+    assert "tokenizer.json" in str(err.value) and "conds.pt" in str(err.value)
+    assert "huggingface-cli download ResembleAI/chatterbox" in str(err.value)
+    assert_no_output(out)
+
+
+def test_truncated_safetensors(small_source, tmp_path):
+    ve = small_source / "ve.safetensors"
+    ve.write_bytes(ve.read_bytes()[:4096])
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match="ve.safetensors.*truncated"):
+        conv.convert(small_source, out)
+    assert_no_output(out)
+
+
+def test_wrong_shape_names_the_tensor(small_source, tmp_path):
+    write_checkpoint(
+        "ve", small_source, transform=lambda k, v: v[:, :-1] if k == "proj.weight" else v
+    )
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=r"wrong shape proj\.weight: \(256, 255\)"):
+        conv.convert(small_source, out)
+    assert_no_output(out)
+
+
+def test_unexpected_and_missing_tensors_are_listed(small_source, tmp_path):
+    write_checkpoint("ve", small_source, drop=("proj.bias",))
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=r"missing proj\.bias"):
+        conv.convert(small_source, out)
+    assert_no_output(out)
+
+
+def test_unknown_variant(small_source, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(UnknownVariantError, match="unknown variant 'klingon'"):
+        conv.convert(small_source, out, variant="klingon")
+    with pytest.raises(conv.ConversionError, match="t3_turbo_v1.safetensors"):
+        conv.convert(small_source, out, variant="turbo")  # its files are not there
+    assert_no_output(out)
+
+
+def test_unwritable_output(small_source, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(conv.ConversionError, match="cannot write to"):
+        conv.convert(small_source, blocker / "out")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(conv.ConversionError, match="already exists"):
+        conv.convert(small_source, existing)
+    assert list(existing.iterdir()) == []
+
+
+def test_bad_options(small_source, tmp_path):
+    with pytest.raises(conv.ConversionError, match="unknown dtype"):
+        conv.convert(small_source, tmp_path / "out", dtype="float8")
+    with pytest.raises(conv.ConversionError, match="q-bits"):
+        conv.convert(small_source, tmp_path / "out", quantize=True, q_bits=3)
+    with pytest.raises(conv.ConversionError, match="q-group-size"):
+        conv.convert(small_source, tmp_path / "out", quantize=True, q_group_size=100)
+    assert conv.main(["--hf-path", str(tmp_path / "nowhere"), "--mlx-path", "x"]) == 1
+    assert_no_output(tmp_path / "out")
+
+
+def test_s3gen_without_mel_buffers_converts():
+    """Upstream lets tokenizer._mel_filters / tokenizer.window be absent: both work."""
+    s3gen = mx.load(str(cached_checkpoint("s3gen")))
+    tokenizer = {k: v for k, v in s3gen.items() if k.startswith("tokenizer.")}
+    net = next(n for n in conv.NETWORKS if n.name == "s3tokenizer")
+    config = conv.default_config(net, get_variant("english"))
+    with_buffers = conv.convert_network(net, tokenizer, config, "float32", None, "s3gen")
+    trimmed = {k: v for k, v in tokenizer.items() if not k.endswith(("_mel_filters", "window"))}
+    without = conv.convert_network(net, trimmed, config, "float32", None, "s3gen")
+    assert sorted(with_buffers) == sorted(without)
+
+
+def test_stray_s3gen_tensor_is_refused():
+    weights = {"flow.x": mx.zeros(1), "decoder.extra": mx.zeros(2)}
+    with pytest.raises(CheckpointError, match="decoder.extra"):
+        conv.check_prefixes("s3gen", weights, "s3gen.safetensors")
+
+
+def test_torch_pickle_state_dict_fallback(tmp_path):
+    """Multilingual's ve.pt / s3gen.pt are read without torch when .safetensors is absent."""
+    weights = random_weights("ve")
+    write_torch_zip(tmp_path / "ve.pt", weights)
+    var = get_variant("multilingual")
+    path = conv.source_path(tmp_path, var, "ve.safetensors")
+    assert path.name == "ve.pt"
+    loaded = conv.load_tensors(path)
+    assert sorted(loaded) == sorted(weights)
+    for key, value in weights.items():
+        np.testing.assert_array_equal(np.asarray(loaded[key]), value)
+
+
+# ---------------------------------------------------------------------------- hub
+
+
+def fake_hf_cache(root: Path, repo: str, files: dict[str, Path]) -> Path:
+    """A Hugging Face cache entry (refs/main -> snapshot) holding ``files``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    entry = root / f"models--{repo.replace('/', '--')}"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    snap = entry / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, target in files.items():
+        os.symlink(target, snap / name)
+    return snap
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hf"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("CHATTERBOX_MLX_CACHE", str(tmp_path / "mlx-cache"))
+    return cache
+
+
+def test_offline_without_cache_lists_missing_files(hf_cache):
+    with pytest.raises(hub.MissingFilesError) as err:
+        hub.resolve("ResembleAI/chatterbox-turbo")
+    message = str(err.value)
+    assert "t3_turbo_v1.safetensors" in message and "s3gen_meanflow.safetensors" in message
+    assert "HF_HUB_OFFLINE" in message and "huggingface-cli download" in message
+
+
+def test_convert_from_repo_offline_names_missing_files(hf_cache, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(hub.MissingFilesError, match="t3_nano_v1.safetensors"):
+        conv.convert("ResembleAI/chatterbox-nano", out)
+    assert_no_output(out)
+    assert conv.main(["--hf-path", "ResembleAI/chatterbox-nano", "--mlx-path", str(out)]) == 1
+
+
+def test_offline_partial_cache_lists_what_is_missing(hf_cache, tmp_path):
+    ve = write_checkpoint("ve", tmp_path / "files")
+    fake_hf_cache(hf_cache, "ResembleAI/chatterbox", {"ve.safetensors": ve})
+    with pytest.raises(conv.ConversionError) as err:
+        hub.resolve("ResembleAI/chatterbox")
+    missing = str(err.value).split("checkpoint:")[1].split("\n")[0]
+    assert "t3_cfg.safetensors" in missing and "ve.safetensors" not in missing
+
+
+def test_converted_repo_and_cached_conversion_load_offline(hf_cache, tmp_path):
+    # A hub repo holding a conversion: resolved from the (offline) HF cache.
+    mlx_dir = tmp_path / "mlx"
+    mlx_dir.mkdir()
+    (mlx_dir / "config.json").write_text(json.dumps({"format": "chatterbox-mlx"}))
+    snap = fake_hf_cache(
+        hf_cache, "someone/chatterbox-mlx", {"config.json": mlx_dir / "config.json"}
+    )
+    assert hub.resolve("someone/chatterbox-mlx") == snap
+    # An original repo converted earlier: found in the conversion cache with no network.
+    var = get_variant("turbo")
+    target = hub.converted_cache_dir("ResembleAI/chatterbox-turbo@main", var)
+    target.mkdir(parents=True)
+    (target / "config.json").write_text(json.dumps({"format": "chatterbox-mlx"}))
+    assert hub.resolve("ResembleAI/chatterbox-turbo") == target
+
+
+def test_resolve_rejects_unknown_names(tmp_path):
+    with pytest.raises(hub.MissingFilesError, match="neither a converted"):
+        hub.resolve(tmp_path)
+    with pytest.raises(hub.MissingFilesError, match="not a hub repo id"):
+        hub.resolve(str(tmp_path / "nowhere" / "deeper" / "x"))
+
+
+def test_load_components_refuses_newer_format(tmp_path):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"format": "chatterbox-mlx", "format_version": 99, "variant": "english"})
+    )
+    with pytest.raises(CheckpointError, match="format version 99"):
+        hub.load_components(tmp_path)
+
+
+def test_upload_writes_a_card_and_uploads_the_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, **kwargs):
+            calls.append(("create_repo", kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    conv.upload_to_hub(tmp_path, "me/chatterbox-turbo-mlx", get_variant("turbo"))
+    assert "base_model: ResembleAI/chatterbox-turbo" in (tmp_path / "README.md").read_text()
+    assert calls == [
+        ("create_repo", {"repo_id": "me/chatterbox-turbo-mlx", "exist_ok": True}),
+        (
+            "upload_folder",
+            {
+                "folder_path": str(tmp_path),
+                "repo_id": "me/chatterbox-turbo-mlx",
+                "repo_type": "model",
+            },
+        ),
+    ]
+
+
+def test_top_level_script_help():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "convert.py"), "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for option in (
+        "--hf-path",
+        "--mlx-path",
+        "--q-bits",
+        "--q-group-size",
+        "--dtype",
+        "--upload-repo",
+    ):
+        assert option in result.stdout
