@@ -1,0 +1,137 @@
+"""Convolutions that reach BLAS on the CPU.
+
+MLX's CPU kernels for dilated ``conv1d`` and for ``conv_transpose1d`` are direct loops,
+about 50x slower than a matrix product of the same size (its undilated conv1d is a fast
+GEMM). The functions here compute the same results, to float32 rounding:
+
+- ``conv1d`` with dilation d: the d interleaved phases of the input are independent
+  undilated convolutions, run as one batched ``mx.conv1d``; with a stride as well,
+  im2col (stack the taps' shifted views) then ``[T, K*C] @ [K*C, O]``.
+- ``conv_transpose1d``: ``[T, C] @ [C, K*O]`` gives every tap's contribution, which is
+  then overlap-added at stride ``stride``.
+
+``Conv1d`` and ``ConvTranspose1d`` are drop-in subclasses of the ``mlx.nn`` modules (same
+constructor, parameter names and shapes ``weight [out, kernel, in]``, ``bias [out]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def conv1d(
+    x: mx.array,
+    weight: mx.array,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+) -> mx.array:
+    """Same as ``mx.conv1d`` (x ``[B, T, C]``, weight ``[O, K, C // groups]``)."""
+    _, kernel, in_per_group = weight.shape
+    if groups != 1 or dilation == 1 or kernel == 1:
+        return mx.conv1d(x, weight, stride, padding, dilation, groups)
+    if x.shape[-1] != in_per_group:
+        raise ValueError(
+            f"conv1d: input has {x.shape[-1]} channels, the weight expects {in_per_group}; "
+            "inputs are channels-last [batch, time, channels]"
+        )
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    span = dilation * (kernel - 1) + 1
+    length = (x.shape[1] - span) // stride + 1
+    if length <= 0:
+        raise ValueError(
+            f"conv1d: input of {x.shape[1] - 2 * padding} steps is shorter than the kernel "
+            f"span {span} (padding {padding})"
+        )
+    if stride == 1:
+        return _dilated_by_phases(x, weight, dilation, length)
+    return _im2col(x, weight, stride, dilation, length)
+
+
+def _dilated_by_phases(x: mx.array, weight: mx.array, dilation: int, length: int) -> mx.array:
+    """Dilated conv of padded ``x`` as ``dilation`` undilated convs on its interleaved phases:
+    output t = j * dilation + r only reads inputs of phase r."""
+    batch, steps, channels = x.shape
+    per_phase = -(-steps // dilation)
+    x = mx.pad(x, [(0, 0), (0, per_phase * dilation - steps), (0, 0)])
+    x = x.reshape(batch, per_phase, dilation, channels).transpose(0, 2, 1, 3)
+    y = mx.conv1d(x.reshape(batch * dilation, per_phase, channels), weight)
+    out = y.shape[1]
+    y = y.reshape(batch, dilation, out, -1).transpose(0, 2, 1, 3)
+    return y.reshape(batch, out * dilation, -1)[:, :length]
+
+
+def _im2col(x: mx.array, weight: mx.array, stride: int, dilation: int, length: int) -> mx.array:
+    """Strided, dilated conv of padded ``x`` as one ``[T, K*C] @ [K*C, O]`` matmul."""
+    out_channels, kernel, channels = weight.shape
+    batch = x.shape[0]
+    last = stride * (length - 1) + 1
+    taps = [x[:, k * dilation : k * dilation + last : stride] for k in range(kernel)]
+    cols = mx.stack(taps, axis=2).reshape(batch * length, kernel * channels)
+    y = cols @ weight.reshape(out_channels, kernel * channels).T
+    return y.reshape(batch, length, out_channels)
+
+
+def conv_transpose1d(
+    x: mx.array,
+    weight: mx.array,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    output_padding: int = 0,
+) -> mx.array:
+    """Same as ``mx.conv_transpose1d`` (x ``[B, T, C]``, weight ``[O, K, C]``)."""
+    if dilation != 1:
+        return mx.conv_transpose1d(x, weight, stride, padding, dilation, output_padding)
+    out_channels, kernel, in_channels = weight.shape
+    batch, steps, channels = x.shape
+    if channels != in_channels:
+        raise ValueError(
+            f"conv_transpose1d: input has {channels} channels, the weight expects "
+            f"{in_channels}; inputs are channels-last [batch, time, channels]"
+        )
+    # Input step j, tap k lands on output position j * stride + k - padding. Pad the
+    # kernel to `blocks * stride` taps so each block of `stride` taps covers one input
+    # step's output window; block r is then shifted by r input steps and summed.
+    blocks = math.ceil(kernel / stride)
+    w = weight.transpose(2, 1, 0)  # [C, K, O]
+    if blocks * stride != kernel:
+        w = mx.pad(w, [(0, 0), (0, blocks * stride - kernel), (0, 0)])
+    z = x.reshape(batch * steps, channels) @ w.reshape(channels, blocks * stride * out_channels)
+    z = z.reshape(batch, steps, blocks, stride * out_channels)
+    full = None
+    for r in range(blocks):
+        part = mx.pad(z[:, :, r], [(0, 0), (r, blocks - 1 - r), (0, 0)])
+        full = part if full is None else full + part
+    full = full.reshape(batch, (steps + blocks - 1) * stride, out_channels)
+    length = (steps - 1) * stride - 2 * padding + kernel + output_padding
+    if padding + length > full.shape[1]:
+        full = mx.pad(full, [(0, 0), (0, padding + length - full.shape[1]), (0, 0)])
+    return full[:, padding : padding + length]
+
+
+class Conv1d(nn.Conv1d):
+    """``mlx.nn.Conv1d`` computed by im2col + matmul (fast for dilated kernels on CPU)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = conv1d(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        if "bias" in self:
+            y = y + self.bias
+        return y
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """``mlx.nn.ConvTranspose1d`` computed by matmul + overlap-add."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = conv_transpose1d(
+            x, self.weight, self.stride, self.padding, self.dilation, self.output_padding
+        )
+        if "bias" in self:
+            y = y + self.bias
+        return y

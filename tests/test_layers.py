@@ -1,0 +1,106 @@
+"""The BLAS-friendly convolutions in chatterbox_mlx.layers against MLX's own kernels.
+
+Both compute the same sums in a different order, so they agree to float32 rounding:
+errors are relative to the output's max abs value, tolerance 1e-5.
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
+from chatterbox_mlx import layers
+from tests.helpers.golden import assert_close
+
+RTOL = 1e-5
+
+
+def _inputs(batch, steps, in_ch, out_ch, kernel, seed=0):
+    rng = np.random.default_rng(seed)
+    x = mx.array(rng.standard_normal((batch, steps, in_ch)).astype(np.float32))
+    w = mx.array(rng.standard_normal((out_ch, kernel, in_ch)).astype(np.float32))
+    return x, w
+
+
+@pytest.mark.parametrize(
+    "steps,in_ch,out_ch,kernel,stride,padding,dilation",
+    [
+        (37, 5, 7, 3, 1, 1, 1),
+        (37, 5, 7, 11, 1, 25, 5),  # HiFT ResBlock, dilation 5
+        (40, 6, 4, 7, 1, 9, 3),
+        (40, 4, 6, 7, 1, 0, 2),
+        (41, 6, 4, 3, 1, 3, 3),  # length a multiple of the dilation
+        (52, 6, 4, 11, 1, 0, 5),  # 2 outputs: fewer than the 5 phases
+        (61, 18, 9, 30, 15, 7, 1),  # HiFT source_downs, stride 15 (mx.conv1d)
+        (40, 4, 6, 3, 2, 2, 3),  # strided and dilated: im2col
+        (41, 5, 3, 4, 3, 0, 2),
+        (10, 3, 2, 1, 1, 0, 1),
+        (5, 3, 2, 4, 2, 5, 3),  # padding larger than the kernel
+    ],
+)
+def test_conv1d_matches_mlx(steps, in_ch, out_ch, kernel, stride, padding, dilation):
+    x, w = _inputs(2, steps, in_ch, out_ch, kernel)
+    expected = mx.conv1d(x, w, stride, padding, dilation)
+    actual = layers.conv1d(x, w, stride, padding, dilation)
+    assert_close(actual, expected, RTOL, "conv1d")
+
+
+@pytest.mark.parametrize(
+    "steps,kernel,stride,padding,output_padding",
+    [
+        (9, 16, 8, 4, 0),  # HiFT ups: rates 8, 5, 3, kernels 16, 11, 7
+        (9, 11, 5, 3, 0),
+        (9, 7, 3, 2, 0),
+        (9, 3, 1, 1, 0),
+        (9, 4, 2, 0, 1),
+        (3, 5, 2, 4, 0),
+        (9, 2, 3, 0, 0),  # stride larger than the kernel
+        (1, 4, 2, 1, 0),
+    ],
+)
+def test_conv_transpose1d_matches_mlx(steps, kernel, stride, padding, output_padding):
+    x, w = _inputs(2, steps, 5, 4, kernel, seed=1)
+    expected = mx.conv_transpose1d(x, w, stride, padding, 1, output_padding)
+    actual = layers.conv_transpose1d(x, w, stride, padding, 1, output_padding)
+    assert_close(actual, expected, RTOL, "conv_transpose1d")
+
+
+def test_modules_are_drop_in():
+    args = dict(in_channels=6, out_channels=4, kernel_size=5, stride=1, padding=4, dilation=2)
+    ours, theirs = layers.Conv1d(**args), nn.Conv1d(**args)
+    theirs.update(ours.parameters())
+    shapes = {k: v.shape for k, v in tree_flatten(ours.parameters())}
+    assert shapes == {k: v.shape for k, v in tree_flatten(theirs.parameters())}
+    assert isinstance(ours, nn.Conv1d)
+    x, _ = _inputs(1, 23, 6, 1, 1, seed=2)
+    ours.bias = mx.full((4,), 0.5)
+    theirs.bias = ours.bias
+    assert_close(ours(x), theirs(x), RTOL, "Conv1d")
+
+    args = dict(in_channels=6, out_channels=4, kernel_size=11, stride=5, padding=3)
+    ours, theirs = layers.ConvTranspose1d(**args), nn.ConvTranspose1d(**args)
+    theirs.update(ours.parameters())
+    assert isinstance(ours, nn.ConvTranspose1d)
+    ours.bias = mx.full((4,), -0.25)
+    theirs.bias = ours.bias
+    assert_close(ours(x), theirs(x), RTOL, "ConvTranspose1d")
+
+
+def test_no_bias_and_groups():
+    conv = layers.Conv1d(8, 4, 3, padding=1, groups=2, bias=False)
+    assert "bias" not in conv
+    x, _ = _inputs(1, 12, 8, 1, 1, seed=3)
+    expected = mx.conv1d(x, conv.weight, 1, 1, 1, 2)
+    assert_close(conv(x), expected, RTOL, "grouped Conv1d")
+
+
+def test_channel_mismatch_is_named():
+    x, w = _inputs(1, 10, 5, 3, 3)
+    with pytest.raises(ValueError, match="channels-last"):
+        layers.conv1d(x.transpose(0, 2, 1), w, dilation=2)
+    with pytest.raises(ValueError, match="channels-last"):
+        layers.conv_transpose1d(x.transpose(0, 2, 1), w, stride=2)
+    with pytest.raises(ValueError, match="shorter than the kernel"):
+        layers.conv1d(x[:, :2], w[:, :3], dilation=4)
