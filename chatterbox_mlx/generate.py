@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr), 130 C
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,8 @@ def check_output_path(path: Path) -> None:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from . import audio
     from .progress import Progress
     from .tts import load_pipeline
@@ -134,7 +137,7 @@ def run(args) -> int:
         if args.vc is not None:
             wav = model.generate(str(args.vc), target_voice_path=str(args.voice),
                                  watermark=watermark)  # fmt: skip
-            chunks.append(audio.to_numpy(wav).reshape(-1))
+            chunks.append(np.asarray(wav, dtype=np.float32).reshape(-1))
             if player:
                 player.play(chunks[-1])
         else:
@@ -148,7 +151,7 @@ def run(args) -> int:
                 wav = model.generate(text, watermark=watermark, progress=progress, **kwargs)
                 pieces = [wav]
             for piece in pieces:
-                piece = audio.to_numpy(piece).reshape(-1)
+                piece = np.asarray(piece, dtype=np.float32).reshape(-1)
                 chunks.append(piece)
                 if player:
                     player.play(piece)
@@ -164,8 +167,6 @@ def run(args) -> int:
         if player:
             player.close()
 
-    import numpy as np
-
     wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if out is not None:
         audio.save_audio(out, wav, model.sr)
@@ -173,9 +174,11 @@ def run(args) -> int:
         total = time.perf_counter() - started
         seconds = len(wav) / model.sr
         stats = getattr(model, "last_stats", {})
+        generating = total - (loaded - started)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"load {loaded - started:.2f} s, generate {total - (loaded - started):.2f} s for "
-            f"{seconds:.2f} s of audio (RTF {(total - (loaded - started)) / max(seconds, 1e-9):.2f})"
+            f"load {loaded - started:.2f} s, generate {generating:.2f} s for {seconds:.2f} s "
+            f"of audio (RTF {generating / max(seconds, 1e-9):.2f}), peak memory {peak_mb:.0f} MB"
             + "".join(f", {k} {v}" for k, v in stats.items()),
             file=sys.stderr,
         )

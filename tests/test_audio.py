@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 
+from chatterbox_mlx import audio as A
+
 import mlx.core as mx  # conftest imports chatterbox_mlx (BLAS) first
 import numpy as np
 import pytest
 
-from chatterbox_mlx import audio as A
 from tests.helpers.golden import assert_close, load_golden
 
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)

@@ -6,10 +6,6 @@ elementwise ops end to end, measured errors are ~1e-6.
 
 import json
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from chatterbox_mlx.models.campplus import (
     CAMLayer,
     CAMPPlus,
@@ -19,6 +15,11 @@ from chatterbox_mlx.models.campplus import (
     segment_means,
 )
 from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict, strip_prefix
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
 from tests.helpers.checkpoints import cached_checkpoint, random_tensor
 from tests.helpers.golden import assert_close, load_golden
 

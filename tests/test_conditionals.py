@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import json
 
-import mlx.core as mx
-import numpy as np
-import pytest
-import soundfile
-
 from chatterbox_mlx.audio import AudioError
 from chatterbox_mlx.conditionals import (
     Conditionals,
@@ -27,6 +22,12 @@ from chatterbox_mlx.models import s3tokenizer as s3
 from chatterbox_mlx.models import voice_encoder as ve
 from chatterbox_mlx.models.t3 import T3Cond
 from chatterbox_mlx.weights import load_safetensors, load_strict, strip_prefix
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile
+
 from tests.helpers.checkpoints import cached_checkpoint, random_tensor
 from tests.helpers.golden import assert_close, load_golden
 

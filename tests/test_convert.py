@@ -13,25 +13,21 @@ import os
 import shutil
 from pathlib import Path
 
+from chatterbox_mlx import convert as conv
+from chatterbox_mlx import hub
+from chatterbox_mlx.variants import VARIANTS, UnknownVariantError, detect_variant, get_variant
+from chatterbox_mlx.weights import CheckpointError, fold_weight_norm, strip_prefix
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from chatterbox_mlx import convert as conv
-from chatterbox_mlx import hub
-from chatterbox_mlx.variants import VARIANTS, UnknownVariantError, detect_variant, get_variant
-from chatterbox_mlx.weights import CheckpointError, fold_weight_norm, strip_prefix
 from tests.helpers.checkpoints import cache_dir, cached_checkpoint, random_weights, write_checkpoint
+from tests.helpers.sources import LAYOUTS, make_source
+from tests.helpers.sources import write_text_files as write_tokenizer_files
 from tests.helpers.torch_zip import conds_object, write_conds, write_torch_zip
 
-LAYOUTS = {  # variant -> (T3 layout, S3Gen layout)
-    "english": ("t3_cfg", "s3gen"),
-    "multilingual": ("t3_mtl", "s3gen"),
-    "multilingual-v3": ("t3_mtl", "s3gen"),
-    "turbo": ("t3_turbo", "s3gen_meanflow"),
-    "nano": ("t3_nano", "s3gen_meanflow"),
-}
 # Conditionals.save's layout, flattened (None entries are not stored).
 CONDS_KEYS = {
     "t3.speaker_emb",
@@ -54,46 +50,6 @@ def offline_env():
 
 
 # ---------------------------------------------------------------------------- sources
-
-
-def write_tokenizer_files(directory: Path, variant: str) -> None:
-    """Small synthetic tokenizers with the real file names (the converter copies them)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    if variant in ("turbo", "nano"):
-        from tokenizers import ByteLevelBPETokenizer
-
-        bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(["hello world, a tiny corpus."] * 4, vocab_size=300)
-        bpe.save_model(str(directory))
-        tags = ["[laugh]", "[chuckle]", "[sigh]"]
-        (directory / "added_tokens.json").write_text(
-            json.dumps({t: 50257 + i for i, t in enumerate(tags)})
-        )
-        special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
-        (directory / "special_tokens_map.json").write_text(json.dumps(special))
-        (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024}))
-        return
-    vocab = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, **{c: 3 + i for i, c in enumerate("abcde")}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    name = "tokenizer.json" if variant == "english" else "grapheme_mtl_merged_expanded_v1.json"
-    tok.save(str(directory / name))
-    if variant.startswith("multilingual"):
-        (directory / "Cangjie5_TC.json").write_text(json.dumps(["日\ta"]))
-
-
-def make_source(directory: Path, variant: str, seed: int = 0) -> Path:
-    """An original checkpoint directory (symlinks into the test cache + small files)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    var = get_variant(variant)
-    t3_layout, s3gen_layout = LAYOUTS[var.name]
-    os.symlink(cached_checkpoint("ve"), directory / var.ve_file)
-    os.symlink(cached_checkpoint(t3_layout), directory / var.t3_file)
-    os.symlink(cached_checkpoint(s3gen_layout), directory / var.s3gen_file)
-    write_conds(directory / "conds.pt", var.name, seed=seed)
-    write_tokenizer_files(directory, var.name)
-    return directory
 
 
 def source_of(directory: Path, variant: str, name: str) -> dict[str, mx.array]:

@@ -17,22 +17,21 @@ Tolerances (max abs error relative to the reference's max abs value):
   ours differs from it by 4.3e-3 (source) and 1.2e-2 (waveform).
 """
 
+from chatterbox_mlx.models import hift
+from chatterbox_mlx.weights import CheckpointError
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from chatterbox_mlx.models import hift
-from chatterbox_mlx.weights import CheckpointError
 from tests.helpers.checkpoints import cached_checkpoint, layout, random_tensor
 from tests.helpers.golden import assert_close, load_golden
+from tests.helpers.hift_scaling import F0_SCALE, FULL_TAG, POST_SCALE, full_transform, scale
 
 RTOL = 1e-4
 E2E_SOURCE_RTOL = 1e-2
 E2E_WAV_RTOL = 5e-2
 
-# Must match tests/reference/gen_hift.py (checked against the goldens below).
-F0_SCALE, POST_SCALE = 300.0, 0.2
-FULL_TAG = "hift-f0x300-postx0.2"
 REDUCED = dict(
     in_channels=80,
     base_channels=32,
@@ -44,18 +43,6 @@ REDUCED = dict(
     source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
     f0_cond_channels=32,
 )
-
-
-def scale(key: str, value: np.ndarray) -> np.ndarray:
-    if key.startswith("f0_predictor.classifier."):
-        return value * np.float32(F0_SCALE)
-    if key == "conv_post.parametrizations.weight.original0":
-        return value * np.float32(POST_SCALE)
-    return value
-
-
-def full_transform(key: str, value: np.ndarray) -> np.ndarray:
-    return scale(key[len("mel2wav.") :], value) if key.startswith("mel2wav.") else value
 
 
 def to_mx(x) -> mx.array:

@@ -4,14 +4,15 @@ Both compute the same sums in a different order, so they agree to float32 roundi
 errors are relative to the output's max abs value, tolerance 1e-5.
 """
 
+import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
+from chatterbox_mlx import layers
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
-from chatterbox_mlx import layers
 from tests.helpers.golden import assert_close
 
 RTOL = 1e-5

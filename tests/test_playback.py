@@ -3,10 +3,10 @@
 import threading
 import time
 
+from chatterbox_mlx.playback import PlaybackError, Player
+
 import numpy as np
 import pytest
-
-from chatterbox_mlx.playback import PlaybackError, Player
 
 
 class FakeStream:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from chatterbox_mlx.models.s3tokenizer import (
     S3TokenizerConfig,
     S3TokenizerV2,
@@ -21,6 +17,11 @@ from chatterbox_mlx.models.s3tokenizer import (
     sanitize,
 )
 from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict, strip_prefix
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
 from tests.helpers.checkpoints import cached_checkpoint, random_tensor
 from tests.helpers.golden import assert_close, load_golden
 

@@ -4,9 +4,10 @@ Token ids must be identical; the tokenizer files are synthetic with the real for
 
 import json
 
+from chatterbox_mlx import text as T
+
 import pytest
 
-from chatterbox_mlx import text as T
 from tests.helpers import tokenizer_files as tf
 from tests.helpers.golden import load_golden
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pickle
 import zipfile
 
+from chatterbox_mlx import torch_pickle
+from chatterbox_mlx.torch_pickle import TorchArchiveError, UnsafePickleError
+
 import numpy as np
 import pytest
 
-from chatterbox_mlx import torch_pickle
-from chatterbox_mlx.torch_pickle import TorchArchiveError, UnsafePickleError
 from tests.helpers.golden import GOLDEN_DIR, load_golden
 from tests.helpers.torch_zip import conds_object, write_conds, write_torch_zip
 

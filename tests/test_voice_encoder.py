@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from chatterbox_mlx.audio import voice_encoder_mel
 from chatterbox_mlx.models.voice_encoder import (
     VoiceEncoder,
@@ -21,6 +17,11 @@ from chatterbox_mlx.models.voice_encoder import (
     sanitize,
 )
 from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
 from tests.helpers.checkpoints import cached_checkpoint, random_tensor
 from tests.helpers.golden import assert_close, load_golden
 

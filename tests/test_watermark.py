@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import sys
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from chatterbox_mlx import watermark
 from chatterbox_mlx.models.perth import PerthConfig, PerthNet, sanitize
 from chatterbox_mlx.watermark import Watermarker, WatermarkWeightsNotFound
 from chatterbox_mlx.weights import CheckpointError, load_strict
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
 from tests.helpers.golden import assert_close, load_golden
 
 RATES = (24000, 32000)

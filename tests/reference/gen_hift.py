@@ -34,14 +34,10 @@ from common import save_golden
 from torch.distributions.uniform import Uniform
 
 from tests.helpers.checkpoints import cached_checkpoint, layout, random_tensor
+from tests.helpers.hift_scaling import F0_SCALE, FULL_TAG, POST_SCALE, full_transform, scale
 
 SCRIPT = "tests/reference/gen_hift.py"
 REDUCED_SEED = 11
-F0_SCALE = 300.0
-POST_SCALE = 0.2
-FULL_TAG = "hift-f0x300-postx0.2"
-CLASSIFIER = "f0_predictor.classifier."
-POST_G = "conv_post.parametrizations.weight.original0"
 REDUCED = dict(
     in_channels=80,
     base_channels=32,
@@ -53,23 +49,6 @@ REDUCED = dict(
     source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
 )
 REDUCED_F0_CHANNELS = 32
-
-
-def scale(key: str, value: np.ndarray) -> np.ndarray:
-    """The two edits to the random weights (keys without ``mel2wav.``): the F0 classifier
-    x F0_SCALE (so most frames are voiced) and conv_post's weight-norm gain x POST_SCALE
-    (random weights otherwise give log-magnitudes so large that ~80% of the waveform
-    sits at the +-0.99 clamp)."""
-    if key.startswith(CLASSIFIER):
-        return value * np.float32(F0_SCALE)
-    if key == POST_G:
-        return value * np.float32(POST_SCALE)
-    return value
-
-
-def full_transform(key: str, value: np.ndarray) -> np.ndarray:
-    """Applied by the writer of the full-size checkpoint (the test uses the same)."""
-    return scale(key[len("mel2wav.") :], value) if key.startswith("mel2wav.") else value
 
 
 def full_drop() -> tuple[str, ...]:

@@ -1,0 +1,128 @@
+"""Incremental S3Gen for streaming: speech tokens in, audio out, linear total cost.
+
+Flow: each call renders only the tokens that arrived since the last one. The previous
+``context_tokens`` tokens and their (already rendered) mel are appended to the reference
+prompt, so every chunk costs the same whatever the utterance length, and the new mel
+continues the old one. The flow encoder looks 3 tokens ahead, so the newest 3 tokens are
+held back until more arrive (or the stream ends).
+
+HiFT: each chunk's mel is vocoded with ``overlap_frames`` of the previous mel in front
+and the previous excitation for them as ``cache_source`` (the sine phase carries on).
+Both renderings of the overlap are unreliable only near their own edge, so the audio
+switches from the old to the new rendering with a short raised-cosine cross-fade in the
+middle of the overlap.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from .conditionals import GenCond
+from .models.hift import fade_in
+
+SAMPLES_PER_FRAME = 480  # 24 kHz / 50 Hz mel frames
+FRAMES_PER_TOKEN = 2
+
+
+def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Old audio in the first half, new in the second, a cosine fade over the middle."""
+    n = len(old)
+    fade_len = max(n // 4, 1)
+    start = (n - fade_len) // 2
+    weight = np.zeros(n, np.float32)
+    weight[start : start + fade_len] = (1 - np.cos(np.linspace(0, np.pi, fade_len))) / 2
+    weight[start + fade_len :] = 1.0
+    return old * (1 - weight) + new * weight
+
+
+class StreamingVocoder:
+    def __init__(
+        self,
+        s3gen,
+        gen: GenCond,
+        n_timesteps: int,
+        context_tokens: int = 50,
+        lookahead_tokens: int = 3,
+        overlap_frames: int = 8,
+    ):
+        self.s3gen = s3gen
+        self.n_timesteps = n_timesteps
+        self.context_tokens = context_tokens
+        self.lookahead = lookahead_tokens
+        self.overlap = overlap_frames
+        prompt_tokens = np.asarray(gen.prompt_token).reshape(-1).astype(np.int32)
+        prompt_feat = np.asarray(gen.prompt_feat, np.float32).reshape(-1, 80)
+        # Keep the prompt mel at exactly 2 frames per token so chunk lengths stay exact.
+        prompt_feat = prompt_feat[: FRAMES_PER_TOKEN * len(prompt_tokens)]
+        self.prompt_tokens = prompt_tokens[: len(prompt_feat) // FRAMES_PER_TOKEN]
+        self.prompt_feat = prompt_feat
+        self.embedding = gen.embedding
+        self.tokens: list[int] = []
+        self.rendered = 0  # tokens whose mel is final
+        self.mel = np.zeros((0, 80), np.float32)  # mel of the rendered tokens
+        self.source = None  # excitation of the last vocoded chunk
+        self.held_back = np.zeros(0, np.float32)  # audio of the last overlap, not yet sent
+        self.emitted = 0
+
+    def push(self, tokens: list[int]) -> np.ndarray:
+        """Add tokens; return the audio that is now final (possibly empty)."""
+        self.tokens.extend(int(t) for t in tokens)
+        if len(self.tokens) - self.lookahead <= self.rendered:
+            return np.zeros(0, np.float32)
+        return self._render(finalize=False)
+
+    def finish(self, tail_tokens: list[int] = ()) -> np.ndarray:
+        """Add the last tokens and return everything not yet sent."""
+        self.tokens.extend(int(t) for t in tail_tokens)
+        audio = self._render(finalize=True) if len(self.tokens) > self.rendered else None
+        out = [audio] if audio is not None else []
+        out.append(self.held_back)
+        self.held_back = np.zeros(0, np.float32)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _flow(self, finalize: bool) -> np.ndarray:
+        start = max(0, self.rendered - self.context_tokens)
+        context = self.tokens[start : self.rendered]
+        prompt_tokens = np.concatenate([self.prompt_tokens, np.array(context, np.int32)])
+        prompt_feat = np.concatenate(
+            [
+                self.prompt_feat,
+                self.mel[FRAMES_PER_TOKEN * start : FRAMES_PER_TOKEN * self.rendered],
+            ]
+        )
+        mel = self.s3gen.flow(
+            mx.array(self.tokens[self.rendered :], dtype=mx.int32),
+            prompt_tokens=mx.array(prompt_tokens),
+            prompt_feat=mx.array(prompt_feat),
+            embedding=self.embedding.reshape(-1),
+            n_timesteps=self.n_timesteps,
+            finalize=finalize,
+        )
+        return np.asarray(mel[0], np.float32)
+
+    def _render(self, finalize: bool) -> np.ndarray:
+        new_mel = self._flow(finalize)
+        first = self.rendered == 0
+        overlap = len(self.held_back) // SAMPLES_PER_FRAME  # frames rendered twice
+        mel_in = np.concatenate([self.mel[len(self.mel) - overlap :], new_mel])
+        cache = None
+        if overlap and self.source is not None:
+            cache = self.source[:, self.source.shape[1] - overlap * SAMPLES_PER_FRAME :]
+        wav, source = self.s3gen.hift_inference(mx.array(mel_in[None]), cache_source=cache)
+        if first:
+            wav = fade_in(wav)
+        wav = np.asarray(wav[0], np.float32)
+        self.source = source
+
+        self.mel = np.concatenate([self.mel, new_mel])
+        self.rendered += len(new_mel) // FRAMES_PER_TOKEN
+        split = overlap * SAMPLES_PER_FRAME
+        joined = _crossfade(self.held_back, wav[:split]) if split else np.zeros(0, np.float32)
+        body = wav[split:]
+        if finalize:
+            self.held_back = np.zeros(0, np.float32)
+            return np.concatenate([joined, body])
+        keep = min(self.overlap * SAMPLES_PER_FRAME, len(body))
+        self.held_back = body[len(body) - keep :]
+        return np.concatenate([joined, body[: len(body) - keep]])

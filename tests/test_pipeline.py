@@ -1,0 +1,180 @@
+"""End to end on full-size real-layout random checkpoints (short, capped generations).
+
+Random weights never emit the stop token, so every generation is capped with
+``max_new_tokens``. Waveform lengths follow from the token counts (960 samples per
+speech token at 24 kHz)."""
+
+import os
+import subprocess
+import sys
+
+from chatterbox_mlx import text as text_mod
+from chatterbox_mlx.tts import ChatterboxTTS, ChatterboxTurboTTS, ChatterboxVC
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.helpers.sources import converted_dir
+
+PER_TOKEN = 960
+
+
+PROMPT_TOKENS = 25  # the built-in voice's S3Gen prompt, shortened to keep tests quick
+
+
+def short_prompt(model):
+    gen = model.conds.gen
+    gen.prompt_token = gen.prompt_token[:, :PROMPT_TOKENS]
+    gen.prompt_token_len = mx.array([PROMPT_TOKENS], dtype=mx.int32)
+    gen.prompt_feat = gen.prompt_feat[:, : 2 * PROMPT_TOKENS]
+    return model
+
+
+@pytest.fixture(scope="module")
+def english():
+    return short_prompt(ChatterboxTTS.from_local(converted_dir("english")))
+
+
+@pytest.fixture(scope="module")
+def turbo():
+    return short_prompt(ChatterboxTurboTTS.from_local(converted_dir("turbo")))
+
+
+def speech_token_count(model):
+    return model.last_stats["speech tokens"]
+
+
+def test_english_generate_length_and_components(english):
+    wav = english.generate("Hello there.", max_new_tokens=5, seed=1, watermark=False)
+    assert wav.dtype == mx.float32 and wav.ndim == 2 and wav.shape[0] == 1
+    assert wav.shape[1] == PER_TOKEN * speech_token_count(english)
+    assert np.isfinite(np.asarray(wav)).all()
+    # upstream's component names
+    assert english.conds.t3 is not None and english.conds.gen is not None
+    for name in ("embed_ref", "flow_inference", "hift_inference", "inference", "tokenizer"):
+        assert hasattr(english.s3gen, name)
+
+
+def test_seed_reproduces_and_changes(turbo):
+    a = turbo.generate("Hi.", max_new_tokens=4, seed=3, watermark=False)
+    b = turbo.generate("Hi.", max_new_tokens=4, seed=3, watermark=False)
+    c = turbo.generate("Hi.", max_new_tokens=4, seed=4, watermark=False)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert a.shape != c.shape or not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t "])
+def test_empty_text_is_refused(english, bad):
+    with pytest.raises(text_mod.TextError, match="empty"):
+        english.generate(bad)
+
+
+def test_long_text_is_chunked_not_refused(english, monkeypatch):
+    seen = []
+
+    def fake_chunk(text, conds, params, progress):
+        seen.append(text)
+        return np.ones(PER_TOKEN, np.float32)
+
+    monkeypatch.setattr(english, "_one_chunk", fake_chunk)
+    text = "A sentence of moderate length that keeps going. " * 2100  # > 100k characters
+    wav = english.generate(text, watermark=False)
+    assert len(seen) > 300 and all(len(t) <= 300 for t in seen)
+    assert " ".join(seen) == " ".join(text.split())
+    pause = int(0.1 * 24000)
+    assert wav.shape[1] == len(seen) * PER_TOKEN + (len(seen) - 1) * pause
+
+
+def test_turbo_appends_three_silence_tokens(turbo):
+    wav = turbo.generate("Hello there.", max_new_tokens=4, seed=0, watermark=False)
+    assert wav.shape[1] == PER_TOKEN * speech_token_count(turbo)
+    assert speech_token_count(turbo) == 4 + 3  # random weights never stop early
+
+
+def test_turbo_stream_matches_length_and_arrives_early(turbo, monkeypatch):
+    steps_seen = []
+    original = turbo.t3.inference_turbo_steps
+
+    def counting_steps(*args, **kwargs):
+        for step in original(*args, **kwargs):
+            steps_seen.append(step.index)
+            yield step
+
+    monkeypatch.setattr(turbo.t3, "inference_turbo_steps", counting_steps)
+    first_chunk_after = None
+    chunks = []
+    for chunk in turbo.generate_stream("Hello there.", max_new_tokens=12, seed=5,
+                                       watermark=False, chunk_tokens=4):  # fmt: skip
+        if first_chunk_after is None:
+            first_chunk_after = len(steps_seen)
+        chunks.append(np.asarray(chunk[0]))
+    total_steps = len(steps_seen)
+    assert first_chunk_after < total_steps  # audio before T3 finished
+    streamed = np.concatenate(chunks)
+    whole = turbo.generate("Hello there.", max_new_tokens=12, seed=5, watermark=False)
+    assert len(streamed) == whole.shape[1]  # same tokens -> same length, last chunk kept
+
+
+def test_voice_conversion_length(tmp_path):
+    vc = ChatterboxVC.from_local(converted_dir("english"))
+    rng = np.random.default_rng(0)
+    t = np.arange(int(2.0 * 16000)) / 16000
+    source = (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * rng.standard_normal(t.size))).astype(
+        np.float32
+    )
+    path = tmp_path / "source.wav"
+    sf.write(path, source, 16000)
+    wav = vc.generate(str(path), watermark=False, seed=0)
+    tokens, _ = vc.s3gen.tokenizer.tokenize([source])
+    assert wav.shape[1] == PER_TOKEN * tokens.shape[1]
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "chatterbox_mlx.generate", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_cli_writes_wav(tmp_path):
+    out = tmp_path / "x.wav"
+    model = str(converted_dir("nano"))
+    r = run_cli("--model", model, "--text", "Hi there.", "--max-new-tokens", "3",
+                "--seed", "0", "--no-watermark", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data, sr = sf.read(out)
+    assert sr == 24000 and len(data) % PER_TOKEN == 0 and len(data) > 0
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_cli_reads_stdin(tmp_path):
+    out = tmp_path / "stdin.flac"
+    r = run_cli("--model", str(converted_dir("turbo")), "--max-new-tokens", "2",
+                "--no-watermark", "--out", str(out), stdin="Piped text.")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sf.info(out).samplerate == 24000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", "   "], "empty"),
+        (["--model", "no-such-model-xyz", "--text", "hi"], "no-such-model-xyz"),
+        (["--text", "hi", "--voice", "/nonexistent/voice.wav"], "voice"),
+        (["--text", "hi", "--out", "/nonexistent-dir/x.wav"], "does not exist"),
+        (["--text", "hi", "--out", "x.mp3"], ".wav or .flac"),
+        (["--vc", "/nonexistent/src.wav"], "not found"),
+    ],
+)
+def test_cli_bad_input_one_line_error(args, message):
+    r = run_cli(*args)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.strip().splitlines() if line]
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0]
