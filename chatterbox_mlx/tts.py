@@ -167,19 +167,23 @@ class _Pipeline:
         }
         return self._trim_output(wav, int(tokens.size))
 
+    def _setup(self, text, audio_prompt_path, seed, params) -> tuple[dict, Conditionals]:
+        """Checks, parameters with defaults, seeding and the voice, for one generation."""
+        self._check_text(text)
+        params = self._params(params)
+        if seed is not None:
+            mx.random.seed(seed)
+        exaggeration = params.get("exaggeration", 0.5)
+        conds = self._conds_for(audio_prompt_path, exaggeration, **self._cond_kwargs(params))
+        return params, self._with_exaggeration(conds, params)
+
     def generate(self, text: str, audio_prompt_path=None, seed: int | None = None,
                  watermark: bool = True, progress: Progress | None = None,
                  **params) -> mx.array:  # fmt: skip
         """Text -> waveform ``[1, samples]`` at 24 kHz. Parameters not given take the
         variant's upstream defaults (``self.DEFAULTS``); ``seed`` makes the result
         reproducible. Long text is split at sentence ends and joined with short pauses."""
-        text = self._check_text(text)
-        params = self._params(params)
-        if seed is not None:
-            mx.random.seed(seed)
-        conds = self._conds_for(audio_prompt_path, params.get("exaggeration", 0.5),
-                                **self._cond_kwargs(params))  # fmt: skip
-        conds = self._with_exaggeration(conds, params)
+        params, conds = self._setup(text, audio_prompt_path, seed, params)
         progress = progress or NULL_PROGRESS
         chunks = text_mod.chunk_text(text, MAX_CHUNK_CHARS)
         pieces = []
@@ -209,13 +213,7 @@ class _Pipeline:
         tokens' mel as extra prompt (bounded context, so the total cost grows linearly)
         and through HiFT with its source cache and a cross-fade (see ``streaming``).
         Watermarking, when on, is applied per chunk."""
-        text = self._check_text(text)
-        params = self._params(params)
-        if seed is not None:
-            mx.random.seed(seed)
-        conds = self._conds_for(audio_prompt_path, params.get("exaggeration", 0.5),
-                                **self._cond_kwargs(params))  # fmt: skip
-        conds = self._with_exaggeration(conds, params)
+        params, conds = self._setup(text, audio_prompt_path, seed, params)
         progress = progress or NULL_PROGRESS
         for chunk_text in text_mod.chunk_text(text, MAX_CHUNK_CHARS):
             vocoder = StreamingVocoder(self.s3gen, conds.gen, params["n_cfm_timesteps"])

@@ -1,0 +1,41 @@
+"""The Linux BLAS loader: OpenBLAS is loaded before mlx.core, an env var names another
+library or turns it off, and a missing library is reported once, clearly."""
+
+import os
+import subprocess
+import sys
+
+SNIPPET = "import chatterbox_mlx._blas as b, chatterbox_mlx; print(b.status)"
+
+
+def run(env_value):
+    env = {k: v for k, v in os.environ.items() if k != "CHATTERBOX_MLX_BLAS"}
+    if env_value is not None:
+        env["CHATTERBOX_MLX_BLAS"] = env_value
+    return subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+
+
+def test_default_loads_system_openblas():
+    from chatterbox_mlx import _blas
+
+    found = _blas._find_openblas()
+    r = run(None)
+    if not sys.platform.startswith("linux"):
+        assert "not needed" in r.stdout
+    elif found is None:  # then the one clear warning must say how to fix it
+        assert "no OpenBLAS found" in r.stdout and "libopenblas0-pthread" in r.stderr
+    else:
+        assert r.stdout.strip() == f"loaded {found}"
+
+
+def test_off_disables():
+    r = run("off")
+    assert "disabled by CHATTERBOX_MLX_BLAS=off" in r.stdout or "not needed" in r.stdout
+
+
+def test_bad_path_is_reported():
+    r = run("/nonexistent/libblas.so")
+    if sys.platform.startswith("linux"):
+        assert "failed to load /nonexistent/libblas.so" in r.stdout
+        assert "failed to load" in r.stderr
