@@ -10,6 +10,7 @@ class Progress:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._progress = None
+        self._depth = 0  # nested tasks share one live display
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -40,9 +41,18 @@ class Progress:
         if self._progress is None:
             yield lambda n=1: None
             return
-        with self._progress:
-            task_id = self._progress.add_task(description, total=total)
+        outer = self._depth == 0
+        if outer:
+            self._progress.start()
+        self._depth += 1
+        task_id = self._progress.add_task(description, total=total)
+        try:
             yield lambda n=1: self._progress.advance(task_id, n)
+        finally:
+            self._progress.remove_task(task_id)
+            self._depth -= 1
+            if outer:
+                self._progress.stop()
 
 
 NULL_PROGRESS = Progress(enabled=False)

@@ -114,12 +114,15 @@ def _load_tokenizer(path: str | Path):
     return tokenizer
 
 
-def _check_unknown(ids: list[int], unk_id: int | None, text: str) -> None:
-    if unk_id is not None and unk_id in ids:
-        raise TextError(
-            f"text contains characters the tokenizer cannot encode: {text!r}. "
-            "Remove or transliterate them (for other languages use the multilingual model)."
-        )
+def _check_unknown(tokenizer, ids: list[int], unk_id: int | None, text: str) -> None:
+    """Raise TextError naming the characters that encode to ``[UNK]``."""
+    if unk_id is None or unk_id not in ids:
+        return
+    bad = sorted(c for c in set(text) if not c.isspace() and unk_id in tokenizer.encode(c).ids)
+    raise TextError(
+        f"the tokenizer cannot encode {''.join(bad) or 'some characters'!r} in the text; "
+        "remove or replace them (for other languages use the multilingual model)"
+    )
 
 
 class EnTokenizer:
@@ -133,9 +136,10 @@ class EnTokenizer:
         self.eot_id = vocab[EOT]
 
     def encode(self, text: str, strict: bool = False) -> list[int]:
+        """Ids of ``text``; ``strict`` refuses characters that would become ``[UNK]``."""
         ids = self.tokenizer.encode(text.replace(" ", SPACE)).ids
         if strict:
-            _check_unknown(ids, self.unk_id, text)
+            _check_unknown(self.tokenizer, ids, self.unk_id, text)
         return ids
 
     def decode(self, ids) -> str:
@@ -387,10 +391,15 @@ class MTLTokenizer:
             text = step(text)
         return f"[{language_id}]{text}"
 
-    def encode(self, text: str, language_id: str, lowercase=True, nfkd=True) -> list[int]:
+    def encode(
+        self, text: str, language_id: str, lowercase=True, nfkd=True, strict=False
+    ) -> list[int]:
         language_id = check_language(language_id)
         text = self.preprocess(text, language_id, lowercase, nfkd)
-        return self.tokenizer.encode(text.replace(" ", SPACE)).ids
+        ids = self.tokenizer.encode(text.replace(" ", SPACE)).ids
+        if strict:
+            _check_unknown(self.tokenizer, ids, self.unk_id, text)
+        return ids
 
     def decode(self, ids) -> str:
         text = self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)

@@ -125,7 +125,7 @@ class _Pipeline:
     # ---- text -> tokens -----------------------------------------------------------------
 
     def _text_tokens(self, text: str, **kwargs) -> mx.array:
-        ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant))
+        ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant), strict=True)
         return self._framed(ids)
 
     def _framed(self, ids: list[int]) -> mx.array:
@@ -308,8 +308,8 @@ class ChatterboxMultilingualTTS(ChatterboxTTS):
 
     def _text_tokens(self, text: str, language_id=None, **kwargs) -> mx.array:
         language_id = text_mod.check_language(language_id)
-        ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant), language_id)
-        return self._framed(ids)
+        text = text_mod.punc_norm(text, self.punc_variant)
+        return self._framed(self.tokenizer.encode(text, language_id, strict=True))
 
     def generate(self, text: str, language_id: str | None = None, **kwargs) -> mx.array:
         text_mod.check_language(language_id)

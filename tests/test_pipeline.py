@@ -5,8 +5,10 @@ Random weights never emit the stop token, so every generation is capped with
 speech token at 24 kHz)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from chatterbox_mlx import text as text_mod
 from chatterbox_mlx.tts import (
@@ -186,11 +188,28 @@ def test_cli_reads_stdin(tmp_path):
         (["--text", "hi", "--out", "/nonexistent-dir/x.wav"], "does not exist"),
         (["--text", "hi", "--out", "x.mp3"], ".wav or .flac"),
         (["--vc", "/nonexistent/src.wav"], "not found"),
+        (["--model", "ENGLISH_DIR", "--text", "snowman ☃ here"], "cannot encode '☃'"),
     ],
 )
 def test_cli_bad_input_one_line_error(args, message):
+    args = [str(converted_dir("english")) if a == "ENGLISH_DIR" else a for a in args]
     r = run_cli(*args)
     assert r.returncode != 0
     lines = [line for line in r.stderr.strip().splitlines() if line]
     assert len(lines) == 1, r.stderr
     assert message in lines[0]
+
+
+def test_cli_ctrl_c_leaves_no_output(tmp_path):
+    out = tmp_path / "never.wav"
+    cmd = [sys.executable, "-m", "chatterbox_mlx.generate", "--model",
+           str(converted_dir("turbo")), "--text", "A long one.", "--max-new-tokens", "900",
+           "--no-watermark", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
