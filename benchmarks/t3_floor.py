@@ -84,7 +84,8 @@ def decode_times(model: T3, variant: str, n_tokens: int) -> tuple[list[float], i
         mx.array(rng.integers(0, 6561, (1, n_prompt))),
         0.5,
     )
-    text = mx.array([rng.integers(1, vocab, 40).tolist()])
+    text = rng.integers(1, vocab, 40).tolist()
+    text = mx.array([[255, *text, 0]] if variant == "cfg" else [text])
     key = mx.random.key(0)
     if variant == "cfg":
         steps = model.inference_steps(cond, text, max_new_tokens=n_tokens, top_p=1.0, key=key)

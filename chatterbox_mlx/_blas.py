@@ -85,3 +85,24 @@ def load() -> str | None:
     loaded_path = path
     status = f"loaded {path}"
     return path
+
+
+_sgemv = None
+
+
+def sgemv():
+    """``cblas_sgemv`` of the loaded BLAS (ctypes, GIL released), or None when none was
+    loaded or it lacks the symbol."""
+    global _sgemv
+    if _sgemv is None and loaded_path is not None:
+        try:
+            fn = ctypes.CDLL(loaded_path).cblas_sgemv
+        except (OSError, AttributeError):
+            fn = False
+        else:
+            c_int, c_float, ptr = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+            fn.argtypes = [c_int, c_int, c_int, c_int, c_float, ptr, c_int, ptr, c_int,
+                           c_float, ptr, c_int]  # fmt: skip
+            fn.restype = None
+        _sgemv = fn
+    return _sgemv or None

@@ -1,4 +1,4 @@
-"""Convolutions that reach BLAS on the CPU.
+"""Linear and convolution layers that reach fast BLAS paths on the CPU.
 
 MLX's CPU kernels for dilated ``conv1d`` and for ``conv_transpose1d`` are direct loops,
 about 50x slower than a matrix product of the same size (its undilated conv1d is a fast
@@ -10,8 +10,18 @@ GEMM). The functions here compute the same results, to float32 rounding:
 - ``conv_transpose1d``: ``[T, C] @ [C, K*O]`` gives every tap's contribution, which is
   then overlap-added at stride ``stride``.
 
-``Conv1d`` and ``ConvTranspose1d`` are drop-in subclasses of the ``mlx.nn`` modules (same
-constructor, parameter names and shapes ``weight [out, kernel, in]``, ``bias [out]``).
+``Linear`` handles decode-sized inputs (a few rows), where reading the weight from memory
+is the whole cost. MLX hands every product to BLAS ``sgemm``, and OpenBLAS (0.3.21, no
+gemm-to-gemv forwarding on x86) streams a row-major weight about 1.6x faster as the left
+operand (``W @ x^T``) than as the transposed right one (``x @ W^T``), and faster still
+through ``sgemv``: measured on a 2-core EPYC over T3's layers, one row reads 11 GB/s as
+``x @ W^T``, 18 as ``W @ x^T`` and 27.6 through ``sgemv`` (numpy's sum reads 26).
+So one row on the CPU calls the loaded BLAS's ``sgemv`` directly on MLX's buffers
+(this evaluates the input: decoding evaluates once per layer instead of once per token,
+a few milliseconds against tens saved), two to ``DECODE_ROWS`` rows go weight-first.
+
+``Linear``, ``Conv1d`` and ``ConvTranspose1d`` are drop-in subclasses of the ``mlx.nn``
+modules (same constructor, parameter names and shapes: conv weights ``[out, kernel, in]``).
 """
 
 from __future__ import annotations
@@ -20,6 +30,48 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
+
+from . import _blas
+
+DECODE_ROWS = 16  # up to this many rows, (W @ x^T)^T beats x @ W^T on CPU BLAS
+
+
+def on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
+
+
+def matvec(weight: mx.array, x: mx.array, bias: mx.array | None) -> mx.array | None:
+    """``weight [out, in] @ x`` (+ ``bias``) for one row ``x`` by BLAS ``sgemv``, reading
+    MLX's buffers in place; None where that path does not apply."""
+    gemv = _blas.sgemv()
+    if gemv is None or weight.dtype != mx.float32:
+        return None
+    w = np.array(weight, copy=False)  # evaluates; a view of MLX's buffer
+    if not w.flags.c_contiguous:
+        return None
+    v = np.ascontiguousarray(np.array(x, copy=False, dtype=np.float32).reshape(-1))
+    out_dims, in_dims = w.shape
+    y = np.array(bias, dtype=np.float32) if bias is not None else np.empty(out_dims, np.float32)
+    beta = 1.0 if bias is not None else 0.0
+    row_major, no_trans = 101, 111
+    gemv(row_major, no_trans, out_dims, in_dims, 1.0, w.ctypes.data, in_dims,
+         v.ctypes.data, 1, beta, y.ctypes.data, 1)  # fmt: skip
+    return mx.array(y)
+
+
+class Linear(nn.Linear):
+    """``mlx.nn.Linear``; on the CPU, decode-sized inputs take the fast paths above."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        rows = x.size // x.shape[-1]
+        if rows > DECODE_ROWS or not on_cpu():
+            return super().__call__(x)
+        bias = self.get("bias")
+        if rows == 1 and (y := matvec(self.weight, x, bias)) is not None:
+            return y.reshape(*x.shape[:-1], -1)
+        y = (self.weight @ x.reshape(rows, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
+        return y if bias is None else y + bias
 
 
 def conv1d(

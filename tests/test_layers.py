@@ -105,3 +105,29 @@ def test_channel_mismatch_is_named():
         layers.conv_transpose1d(x.transpose(0, 2, 1), w, stride=2)
     with pytest.raises(ValueError, match="shorter than the kernel"):
         layers.conv1d(x[:, :2], w[:, :3], dilation=4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 48), (1, 48), (2, 1, 48), (1, 16, 48), (3, 40, 48)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_paths_match_mlx(shape, bias):
+    """One row: BLAS sgemv (when a BLAS is loaded); up to 16 rows: W @ x^T; more: MLX."""
+    ours, theirs = layers.Linear(48, 80, bias=bias), nn.Linear(48, 80, bias=bias)
+    if bias:
+        ours.bias = mx.arange(80, dtype=mx.float32) / 80
+    theirs.update(ours.parameters())
+    x = mx.array(np.random.default_rng(4).standard_normal(shape).astype(np.float32))
+    y = ours(x)
+    assert y.shape == (*shape[:-1], 80)
+    assert_close(y, theirs(x), RTOL, f"Linear {shape}")
+
+
+def test_matvec_uses_blas_when_loaded():
+    weight = mx.array(np.random.default_rng(5).standard_normal((30, 20)).astype(np.float32))
+    x = mx.ones((1, 20))
+    y = layers.matvec(weight, x, None)
+    if chatterbox_mlx._blas.loaded_path is None:
+        assert y is None
+    else:
+        assert_close(y[None], x @ weight.T, RTOL, "sgemv")
+    assert layers.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
+    assert layers.matvec(weight.T, x[:, :30], None) is None  # a transposed view: not in place

@@ -24,9 +24,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..layers import on_cpu
 from ..weights import load_safetensors, load_strict, strip_prefix
 from .flow_decoder import ConditionalDecoder, DecoderConfig, sanitize_decoder_key
-from .flow_encoder import EncoderConfig, UpsampleConformerEncoder, on_cpu, sanitize_encoder_key
+from .flow_encoder import EncoderConfig, UpsampleConformerEncoder, sanitize_encoder_key
 
 MIXER_KEY = "decoder.estimator.time_embed_mixer.weight"
 

@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..layers import on_cpu
+
 
 @dataclass
 class EncoderConfig:
@@ -58,10 +60,6 @@ class Conv1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         return conv1d(x, self.weight, self.get("bias"))
-
-
-def on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
 
 
 def attention(

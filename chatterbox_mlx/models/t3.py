@@ -24,6 +24,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..layers import Linear
 from . import t3_sampling as smp
 
 LLAMA3_ROPE_SCALING = {
@@ -220,10 +221,10 @@ class LlamaAttention(nn.Module):
         dim, hd = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
         self.scale = hd**-0.5
-        self.q_proj = nn.Linear(dim, self.num_heads * hd, bias=False)
-        self.k_proj = nn.Linear(dim, self.num_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(dim, self.num_kv_heads * hd, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * hd, dim, bias=False)
+        self.q_proj = Linear(dim, self.num_heads * hd, bias=False)
+        self.k_proj = Linear(dim, self.num_kv_heads * hd, bias=False)
+        self.v_proj = Linear(dim, self.num_kv_heads * hd, bias=False)
+        self.o_proj = Linear(self.num_heads * hd, dim, bias=False)
 
     def __call__(self, x, cos, sin, mask, cache: KVCache | None) -> mx.array:
         q = split_heads(self.q_proj(x), self.num_heads)
@@ -241,9 +242,9 @@ class LlamaMLP(nn.Module):
     def __init__(self, config: T3Config):
         super().__init__()
         dim, hidden = config.hidden_size, config.intermediate_size
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
+        self.gate_proj = Linear(dim, hidden, bias=False)
+        self.up_proj = Linear(dim, hidden, bias=False)
+        self.down_proj = Linear(hidden, dim, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -295,8 +296,8 @@ class GPT2Attention(nn.Module):
         dim = config.hidden_size
         self.num_heads = config.num_heads
         self.scale = (dim // config.num_heads) ** -0.5
-        self.c_attn = nn.Linear(dim, 3 * dim)
-        self.c_proj = nn.Linear(dim, dim)
+        self.c_attn = Linear(dim, 3 * dim)
+        self.c_proj = Linear(dim, dim)
 
     def __call__(self, x, mask, cache: KVCache | None) -> mx.array:
         q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
@@ -310,8 +311,8 @@ class GPT2Attention(nn.Module):
 class GPT2MLP(nn.Module):
     def __init__(self, config: T3Config):
         super().__init__()
-        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.c_fc = Linear(config.hidden_size, config.intermediate_size)
+        self.c_proj = Linear(config.intermediate_size, config.hidden_size)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.c_proj(nn.gelu_approx(self.c_fc(x)))  # gelu_approx is gelu_new
@@ -446,8 +447,8 @@ class T3(nn.Module):
         if config.learned_pos_emb:
             self.text_pos_emb = LearnedPositionEmbeddings(config.max_text_tokens + 2, dim)
             self.speech_pos_emb = LearnedPositionEmbeddings(config.max_speech_tokens + 4, dim)
-        self.text_head = nn.Linear(dim, config.text_vocab_size, bias=False)
-        self.speech_head = nn.Linear(dim, config.speech_vocab_size, bias=config.is_gpt2)
+        self.text_head = Linear(dim, config.text_vocab_size, bias=False)
+        self.speech_head = Linear(dim, config.speech_vocab_size, bias=config.is_gpt2)
 
     @property
     def dtype(self):
@@ -869,7 +870,7 @@ def sanitize(weights: Mapping[str, mx.array]) -> dict[str, mx.array]:
         if key in DEAD_KEYS:
             continue
         if key.startswith("tfmr.h.") and key.endswith(GPT2_CONV1D):
-            value = value.T
+            value = mx.contiguous(value.T)  # row-major [out, in], as Linear streams it
         out[key] = value
     return out
 
