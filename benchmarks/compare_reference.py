@@ -35,13 +35,17 @@ REFERENCE = textwrap.dedent(
     args = json.loads(sys.argv[1])
     variant, ckpt, voice, n_tok = args["variant"], args["ckpt"], args["voice"], args["tokens"]
     import torch.nn.functional as F
+    import pyloudnorm  # numpy 2 makes Turbo's loudness a float64 the S3Tokenizer rejects
+    _loudness = pyloudnorm.Meter.integrated_loudness
+    pyloudnorm.Meter.integrated_loudness = lambda self, x: float(_loudness(self, x))
     if variant == "english":
         from chatterbox.tts import ChatterboxTTS, punc_norm
         model = ChatterboxTTS.from_local(ckpt, "cpu")
     else:
         from chatterbox.models.t3 import llama_configs
         llama_configs.LLAMA_CONFIGS["GPT2_small"] = dict(
-            llama_configs.GPT2_MEDIUM_CONFIG, n_layer=12, n_embd=768, n_head=12, n_positions=8196)
+            llama_configs.GPT2_MEDIUM_CONFIG, n_layer=12, n_embd=768, hidden_size=768, n_head=12,
+            n_positions=8196)
         from chatterbox import tts_turbo
         from chatterbox.tts_turbo import ChatterboxTurboTTS, punc_norm
         if variant == "nano":  # upstream HEAD: GPT2_small from t3_nano_v1.safetensors
@@ -54,7 +58,7 @@ REFERENCE = textwrap.dedent(
             tts_turbo.load_file = lambda p: real_load(str(p).replace("turbo_v1", "nano_v1"))
         model = ChatterboxTurboTTS.from_local(ckpt, "cpu")
     times = {k: [] for k in ("prepare_conditionals", "t3", "flow", "hift", "total")}
-    for run in range(args["runs"]):
+    for run in range(-args["warmup"], args["runs"]):
         t0 = time.perf_counter()
         model.prepare_conditionals(voice)
         t1 = time.perf_counter()
@@ -78,6 +82,8 @@ REFERENCE = textwrap.dedent(
             t3 = time.perf_counter()
             wav, _ = model.s3gen.hift_inference(mel)
             t4 = time.perf_counter()
+        if run < 0:
+            continue
         for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             times[k].append(v)
         times.setdefault("tokens", []).append(int(tokens.numel()))
@@ -98,13 +104,15 @@ OURS = textwrap.dedent(
     args = json.loads(sys.argv[1])
     variant, n_tok = args["variant"], args["tokens"]
     cls = ChatterboxTTS if variant == "english" else ChatterboxTurboTTS
-    model = cls.from_local(args["converted"], quantize=args["quantize"] or None)
+    nano = {"nano": True} if variant == "nano" else {}
+    model = cls.from_local(args["converted"], quantize=args["quantize"] or None, **nano)
     mx.random.seed(0)
     times = {k: [] for k in ("prepare_conditionals", "t3", "flow", "hift", "total")}
-    for run in range(args["runs"]):
+    for run in range(-args["warmup"], args["runs"]):
         t0 = time.perf_counter()
         model.prepare_conditionals(args["voice"])
-        mx.eval(model.conds.t3.speaker_emb, model.conds.gen.prompt_feat)
+        mx.eval([v for v in (*vars(model.conds.t3).values(), *vars(model.conds.gen).values())
+                 if isinstance(v, mx.array)])
         t1 = time.perf_counter()
         params = model._params({"max_new_tokens": n_tok})
         text_tokens = model._text_tokens(T.punc_norm(args["text"], model.punc_variant))
@@ -117,6 +125,8 @@ OURS = textwrap.dedent(
         wav, _ = model.s3gen.hift_inference(mel)
         mx.eval(wav)
         t4 = time.perf_counter()
+        if run < 0:
+            continue
         for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             times[k].append(v)
         times.setdefault("tokens", []).append(int(tokens.size))
@@ -151,6 +161,7 @@ def main() -> None:
     p.add_argument("--variant", choices=("english", "turbo", "nano"), default="turbo")
     p.add_argument("--tokens", type=int, default=101)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first, on both sides")
     p.add_argument("--quantize", type=int, nargs="*", default=[0], help="0 (float32), 8, 4")
     p.add_argument("--checkpoint", type=Path, help="original-layout directory")
     p.add_argument("--voice", type=Path)
@@ -168,7 +179,7 @@ def main() -> None:
         convert(args.checkpoint, converted)
     voice = args.voice or make_voice(Path(tempfile.mkdtemp()) / "voice.wav")
     common = dict(variant=args.variant, voice=str(voice), tokens=args.tokens, runs=args.runs,
-                  text=TEXT)  # fmt: skip
+                  warmup=args.warmup, text=TEXT)  # fmt: skip
     ref = run(str(REFENV_PYTHON), REFERENCE, dict(common, ckpt=str(source)))
     ours = {q: run(sys.executable, OURS, dict(common, converted=str(converted), quantize=q))
             for q in args.quantize}  # fmt: skip

@@ -13,7 +13,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import best_time  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
 
 REFENV = ROOT / ".refenv" / "bin" / "python"
@@ -37,16 +37,6 @@ def make_mel(seconds: float) -> np.ndarray:
     frames = int(seconds * FRAMES_PER_SECOND)
     rng = np.random.default_rng(0)
     return (rng.standard_normal((1, frames, 80)) - 4.0).astype(np.float32)
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def run_ours(seconds: float, repeats: int) -> float:

@@ -62,7 +62,8 @@ def main() -> None:
     args = p.parse_args()
 
     cls = ChatterboxTTS if args.variant == "english" else ChatterboxTurboTTS
-    model = cls.from_local(converted_dir(args.variant))
+    nano = {"nano": True} if args.variant == "nano" else {}
+    model = cls.from_local(converted_dir(args.variant), **nano)
     voice = Path(tempfile.mkdtemp()) / "voice.wav"
     subprocess.run(["espeak-ng", "-w", str(voice), "A reference recording, " * 12], check=True)
     model.prepare_conditionals(voice)  # warm up; both runs below re-clone the voice

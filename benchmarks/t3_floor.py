@@ -24,6 +24,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from benchmarks.timing import best_time  # noqa: E402
 from chatterbox_mlx.models.t3 import T3, T3Cond, T3Config, load_t3, quantize_t3  # noqa: E402
 from chatterbox_mlx.weights import load_safetensors  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
@@ -32,16 +33,6 @@ CONFIGS = {"cfg": T3Config.english, "turbo": T3Config.turbo, "nano": T3Config.na
 # Embedding tables: a token reads one row of each, not the table.
 ROW_READ = ("text_emb", "speech_emb", "pos_emb", "tfmr.wpe", "tfmr.wte", "embed_tokens")
 NOT_PER_TOKEN = ("cond_enc.", "text_head.")  # conditioning runs once; text logits never
-
-
-def best_seconds(fn, repeats: int = 5) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def read_bandwidth(gib: float = 1.0) -> dict[str, float]:
@@ -53,9 +44,9 @@ def read_bandwidth(gib: float = 1.0) -> dict[str, float]:
     mx.eval(weight, vector)
     nbytes = weight_np.nbytes
     return {
-        "numpy sum": nbytes / best_seconds(lambda: weight_np.sum()),
-        "mlx sum": nbytes / best_seconds(lambda: mx.eval(mx.sum(weight))),
-        "mlx matvec (BLAS)": nbytes / best_seconds(lambda: mx.eval(vector @ weight)),
+        "numpy sum": nbytes / best_time(lambda: weight_np.sum()),
+        "mlx sum": nbytes / best_time(lambda: mx.eval(mx.sum(weight))),
+        "mlx matvec (BLAS)": nbytes / best_time(lambda: mx.eval(vector @ weight)),
     }
 
 

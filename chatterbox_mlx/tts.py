@@ -337,6 +337,10 @@ class ChatterboxTurboTTS(_Pipeline):
         variant = "nano" if nano else "turbo"
         return super().from_pretrained(name, quantize, revision, variant=variant)
 
+    @classmethod
+    def from_local(cls, ckpt_dir: str | Path, quantize: int | None = None, nano: bool = False):
+        return cls.from_pretrained(Path(ckpt_dir), quantize=quantize, nano=nano)
+
     def _text_tokens(self, text: str, **kwargs) -> mx.array:
         ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant))
         return mx.array([ids], dtype=mx.int32)

@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import layers
 from ..weights import conv1d_weight, conv2d_weight
 
 
@@ -82,50 +83,9 @@ class BatchNormReLU(nn.Module):
         return nn.relu(self.batchnorm(x))
 
 
-class Conv1d(nn.Module):
-    """1-D convolution on ``[B, T, C]``, weight ``[out, kernel, in]``, as one matmul."""
-
-    def __init__(
-        self, in_dims, out_dims, kernel_size=1, stride=1, padding=0, dilation=1, bias=False
-    ):
-        super().__init__()
-        self.stride, self.padding, self.dilation = stride, padding, dilation
-        self.weight = mx.zeros((out_dims, kernel_size, in_dims))
-        if bias:
-            self.bias = mx.zeros((out_dims,))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        out_dims, kernel, in_dims = self.weight.shape
-        if kernel == 1 and self.stride == 1 and self.padding == 0:
-            cols = x
-        else:
-            x = mx.pad(x, [(0, 0), (self.padding, self.padding), (0, 0)])
-            cols = _windows(x, 1, kernel, self.stride, self.dilation)  # [B, T', kernel * in]
-        y = cols @ self.weight.reshape(out_dims, kernel * in_dims).T
-        return y + self.bias if "bias" in self else y
-
-
-def _windows(x: mx.array, axis: int, kernel: int, stride: int, dilation: int = 1) -> mx.array:
-    """The ``kernel`` taps along ``axis`` of a contiguous channels-last array, concatenated
-    tap-major into the channel axis: ``[..., L, ..., C] -> [..., L', ..., kernel * C]``.
-
-    One strided view and one copy (concatenating slices is several times slower in MLX
-    when the channel chunks are small)."""
-    shape, dims = list(x.shape), x.shape[-1]
-    strides = [1] * x.ndim
-    for i in range(x.ndim - 2, -1, -1):
-        strides[i] = strides[i + 1] * shape[i + 1]
-    steps = (shape[axis] - dilation * (kernel - 1) - 1) // stride + 1
-    view_shape = shape[:axis] + [steps] + shape[axis + 1 : -1] + [kernel, dims]
-    view_strides = (
-        strides[:axis]
-        + [stride * strides[axis]]
-        + strides[axis + 1 : -1]
-        + [dilation * strides[axis], 1]
-    )
-    view = mx.as_strided(x, view_shape, view_strides)
-    # Copy now: the reshaped view has overlapping rows, which every matmul would copy again.
-    return mx.contiguous(view.reshape(*view_shape[:-2], kernel * dims))
+def Conv1d(in_dims, out_dims, kernel_size=1, stride=1, padding=0, dilation=1, bias=False):
+    """The reference's ``nn.Conv1d`` defaults here: kernel 1, no bias."""
+    return layers.Conv1d(in_dims, out_dims, kernel_size, stride, padding, dilation, bias=bias)
 
 
 class Conv2d(nn.Module):
@@ -145,7 +105,7 @@ class Conv2d(nn.Module):
         pad = k_time // 2
         if pad:
             x = mx.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
-        cols = _windows(x, 2, k_freq, self.stride)  # [B, T + 2 pad, F', k_freq * in]
+        cols = layers.windows(x, 2, k_freq, self.stride)  # [B, T + 2 pad, F', k_freq * in]
         time = x.shape[1] - k_time + 1
         weight = self.weight.reshape(out_dims, k_time, k_freq * in_dims)
         y = cols[:, :time] @ weight[:, 0].T
@@ -313,11 +273,11 @@ class XVector(nn.Module):
         self.tdnn = TDNNLayer(in_dims, config.init_channels, 5, 2, eps)
         dims = config.init_channels
         self.blocks, self.transits = [], []
-        for layers, kernel, dilation in zip(
+        for num_layers, kernel, dilation in zip(
             config.block_layers, config.block_kernels, config.block_dilations, strict=True
         ):
-            self.blocks.append(CAMDenseTDNNBlock(layers, dims, config, kernel, dilation))
-            dims += layers * config.growth_rate
+            self.blocks.append(CAMDenseTDNNBlock(num_layers, dims, config, kernel, dilation))
+            dims += num_layers * config.growth_rate
             self.transits.append(TransitLayer(dims, dims // 2, eps))
             dims //= 2
         self.out_nonlinear = BatchNormReLU(dims, eps)

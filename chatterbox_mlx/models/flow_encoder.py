@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import on_cpu
+from ..layers import Conv1d, on_cpu
 
 
 @dataclass
@@ -32,34 +32,6 @@ class EncoderConfig:
     num_up_blocks: int = 4
     pre_lookahead_len: int = 3
     upsample_stride: int = 2
-
-
-def conv1d(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
-    """Unpadded stride-1 1-D convolution as one matmul (im2col): fast on CPU BLAS.
-
-    ``x`` is ``[B, T, C_in]``, ``weight`` MLX layout ``[C_out, K, C_in]``."""
-    out_channels, kernel, _ = weight.shape
-    if kernel == 1:
-        cols = x
-    else:
-        length = x.shape[1] - kernel + 1
-        cols = mx.concatenate([x[:, k : k + length] for k in range(kernel)], axis=-1)
-    y = cols @ weight.reshape(out_channels, -1).T
-    return y if bias is None else y + bias
-
-
-class Conv1d(nn.Module):
-    """Unpadded stride-1 convolution with MLX-layout weight ``[out, kernel, in]``."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
-        super().__init__()
-        scale = 1.0 / math.sqrt(in_channels * kernel_size)
-        self.weight = mx.random.uniform(-scale, scale, (out_channels, kernel_size, in_channels))
-        if bias:
-            self.bias = mx.zeros((out_channels,))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return conv1d(x, self.weight, self.get("bias"))
 
 
 def attention(

@@ -644,13 +644,10 @@ class T3(nn.Module):
         cfg = self.config
         if cfg.is_gpt2 or not cfg.learned_pos_emb:
             raise ValueError("T3.inference is for the Llama variants; use inference_turbo")
-        if int(max_new_tokens) != max_new_tokens or max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
-        smp.check_sampling_args(
-            temperature=temperature, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty
-        )
-        self._check_cond(t3_cond)
-        text = self._text_row(text_tokens)
+        text = self._loop_inputs(
+            t3_cond, text_tokens, ("max_new_tokens", max_new_tokens), temperature=temperature,
+            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        )  # fmt: skip
         self._check_lengths(text.shape[1], max_new_tokens)
         vocab = cfg.speech_vocab_size
         draw = self._noise_source(noise, key, vocab, max_new_tokens)
@@ -710,23 +707,24 @@ class T3(nn.Module):
         (``[max_new_tokens, vocab]`` Exp(1)) replaces them; ``callback(index, token)`` runs
         after each token. Returns int32 ``[1, N]``, the stop token included when reached.
         """
-        tokens = []
-        for step in self.inference_steps(
-            t3_cond,
-            text_tokens,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            cfg_weight=cfg_weight,
-            key=key,
-            noise=noise,
-        ):
-            tokens.append(step.token)
-            if callback is not None:
-                callback(step.index, step.token)
-        return mx.array([tokens], dtype=mx.int32)
+        steps = self.inference_steps(
+            t3_cond, text_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+            cfg_weight=cfg_weight, key=key, noise=noise,
+        )  # fmt: skip
+        return mx.array([_collect(steps, callback)], dtype=mx.int32)
+
+    def _loop_inputs(
+        self, t3_cond: T3Cond, text_tokens, budget: tuple[str, int], **sampling
+    ) -> mx.array:
+        """Checks shared by both sampling loops (``budget``: the token limit's name and
+        value); returns the single text row."""
+        name, value = budget
+        if int(value) != value or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+        smp.check_sampling_args(**sampling)
+        self._check_cond(t3_cond)
+        return self._text_row(text_tokens)
 
     def _text_row(self, text_tokens) -> mx.array:
         """The single text row ``[1, T]``; the reference's doubled CFG batch is accepted."""
@@ -765,11 +763,10 @@ class T3(nn.Module):
         cfg = self.config
         if not cfg.is_gpt2:
             raise ValueError("T3.inference_turbo is for the GPT-2 variants; use inference")
-        if int(max_gen_len) != max_gen_len or max_gen_len <= 0:
-            raise ValueError(f"max_gen_len must be a positive integer, got {max_gen_len}")
-        smp.check_sampling_args(top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-        self._check_cond(t3_cond)
-        text = self._text_row(text_tokens)
+        text = self._loop_inputs(
+            t3_cond, text_tokens, ("max_gen_len", max_gen_len), top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty,
+        )  # fmt: skip
         vocab = cfg.speech_vocab_size
         draw = self._noise_source(noise, key, vocab, max_gen_len + 1)
 
@@ -833,24 +830,23 @@ class T3(nn.Module):
         ``max_gen_len`` steps, so up to ``max_gen_len + 1`` tokens (``noise``:
         ``[max_gen_len + 1, vocab]``). A final stop token is stripped. Returns int32 ``[1, N]``.
         """
-        tokens = []
-        for step in self.inference_turbo_steps(
-            t3_cond,
-            text_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            max_gen_len=max_gen_len,
-            key=key,
-            noise=noise,
-        ):
-            tokens.append(step.token)
-            if callback is not None:
-                callback(step.index, step.token)
+        steps = self.inference_turbo_steps(
+            t3_cond, text_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, max_gen_len=max_gen_len, key=key, noise=noise,
+        )  # fmt: skip
+        tokens = _collect(steps, callback)
         if tokens and tokens[-1] == self.config.stop_speech_token:
             tokens = tokens[:-1]
         return mx.array([tokens], dtype=mx.int32)
+
+
+def _collect(steps: Iterator[T3Step], callback: TokenCallback | None) -> list[int]:
+    tokens = []
+    for step in steps:
+        tokens.append(step.token)
+        if callback is not None:
+            callback(step.index, step.token)
+    return tokens
 
 
 # ----------------------------------------------------------------------------- weights
