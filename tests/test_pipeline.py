@@ -17,6 +17,7 @@ from chatterbox_mlx.tts import (
     ChatterboxTurboTTS,
     ChatterboxVC,
 )
+from chatterbox_mlx.weights import CheckpointError
 
 import mlx.core as mx
 import numpy as np
@@ -70,6 +71,14 @@ def test_seed_reproduces_and_changes(turbo):
     c = turbo.generate("Hi.", max_new_tokens=4, seed=4, watermark=False)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert a.shape != c.shape or not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_nano_loads_through_the_turbo_class():
+    nano_dir = converted_dir("nano")
+    nano = ChatterboxTurboTTS.from_local(nano_dir, nano=True)
+    assert nano.variant == "nano" and nano.t3.config.hidden_size == 768
+    with pytest.raises(CheckpointError, match="holds the nano variant, not turbo"):
+        ChatterboxTurboTTS.from_local(nano_dir)
 
 
 @pytest.mark.parametrize("bad", ["", "   \n\t "])
