@@ -1,4 +1,8 @@
-"""Linear and convolution layers that reach fast BLAS paths on the CPU.
+"""Layers and kernels shared by the networks, fast on MLX's CPU backend.
+
+``attention`` (softmax through numpy's vectorised exp on the CPU) and ``gelu`` (erf as
+a fused polynomial) avoid MLX's scalar ``exp``/``erf`` on the CPU; the Linear and
+convolution layers below reach fast BLAS paths.
 
 MLX's CPU kernels for dilated ``conv1d`` and for ``conv_transpose1d`` are direct loops,
 about 50x slower than a matrix product of the same size, and its undilated conv1d (like
@@ -75,6 +79,74 @@ class Linear(nn.Linear):
             return y.reshape(*x.shape[:-1], -1)
         y = (self.weight @ x.reshape(rows, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
         return y if bias is None else y + bias
+
+
+def attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | None = None
+) -> mx.array:
+    """softmax(q k^T * scale + bias) v over ``[B, H, T, D]``.
+
+    On the CPU backend MLX's exp is scalar code, and the softmax over T x T scores
+    dominates the estimator; numpy's vectorised exp does that part about 2.5x faster
+    (the matmuls stay in MLX/BLAS). The scores buffer is exponentiated in place, used as
+    it is for ``@ v`` and the row sums divide the much smaller result.
+    Elsewhere: ``mx.fast.scaled_dot_product_attention``.
+    """
+    if not on_cpu():
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=bias)
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    if bias is not None:
+        scores = scores + bias
+    mx.eval(scores)
+    weights = np.array(scores, copy=False)  # a view of the fresh scores buffer
+    weights -= weights.max(axis=-1, keepdims=True)
+    np.exp(weights, out=weights)
+    row_sums = weights.sum(axis=-1, keepdims=True)
+    return (scores @ v) / mx.array(row_sums)
+
+
+# erf(x) = x P(x^2) / Q(x^2) on [-4, 4] (float32-accurate rational fit, as in Eigen's
+# fast erf); outside, erf is +-1 in float32. Only multiply-adds: it fuses under mx.compile
+# and is several times faster than mx.erf on CPU.
+_ERF_P = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_Q = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+
+
+def erf(x: mx.array) -> mx.array:
+    x = mx.clip(x, -4.0, 4.0)
+    x2 = x * x
+    p = _ERF_P[0]
+    for c in _ERF_P[1:]:
+        p = p * x2 + c
+    q = _ERF_Q[0]
+    for c in _ERF_Q[1:]:
+        q = q * x2 + c
+    return x * p / q
+
+
+@mx.compile
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, as torch's default (``mx.erf`` is scalar code on the CPU)."""
+    return 0.5 * x * (1.0 + erf(x * 0.7071067811865476))
+
+
+class GELU(nn.Module):
+    def __call__(self, x: mx.array) -> mx.array:
+        return gelu(x)
 
 
 def conv1d(

@@ -11,7 +11,7 @@ are left out.
 Speed (the estimator runs 20 times per English utterance): GELU and Mish are compiled
 multiply-add formulations (MLX's CPU erf/tanh/softplus are scalar and slow), convs are
 im2col matmuls, and on the CPU backend the attention softmax runs in numpy
-(``flow_encoder.attention``); on other backends the whole Euler step is compiled.
+(``layers.attention``); on other backends the whole Euler step is compiled.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from .flow_encoder import Conv1d, attention, pad_time
+from ..layers import Conv1d, attention, gelu
+from .flow_encoder import pad_time
 
 
 @dataclass
@@ -55,45 +56,6 @@ def mish(x: mx.array) -> mx.array:
     e = mx.exp(mx.minimum(x, 20.0))  # beyond 20 the ratio is 1 in float32
     n = e * (e + 2.0)
     return x * n / (n + 2.0)
-
-
-# erf(x) = x P(x^2) / Q(x^2) on [-4, 4] (float32-accurate rational fit, as in Eigen's
-# fast erf); outside, erf is +-1 in float32. Only multiply-adds: it fuses under mx.compile
-# and is several times faster than mx.erf on CPU.
-_ERF_P = (
-    -2.72614225801306e-10,
-    2.77068142495902e-08,
-    -2.10102402082508e-06,
-    -5.69250639462346e-05,
-    -7.34990630326855e-04,
-    -2.95459980854025e-03,
-    -1.60960333262415e-02,
-)
-_ERF_Q = (
-    -1.45660718464996e-05,
-    -2.13374055278905e-04,
-    -1.68282697438203e-03,
-    -7.37332916720468e-03,
-    -1.42647390514189e-02,
-)
-
-
-def erf(x: mx.array) -> mx.array:
-    x = mx.clip(x, -4.0, 4.0)
-    x2 = x * x
-    p = _ERF_P[0]
-    for c in _ERF_P[1:]:
-        p = p * x2 + c
-    q = _ERF_Q[0]
-    for c in _ERF_Q[1:]:
-        q = q * x2 + c
-    return x * p / q
-
-
-@mx.compile
-def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU, as torch's default."""
-    return 0.5 * x * (1.0 + erf(x * 0.7071067811865476))
 
 
 class CausalConv1d(Conv1d):

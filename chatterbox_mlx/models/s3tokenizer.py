@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import Conv1d
+from ..layers import GELU, Conv1d, attention, gelu
 from ..weights import conv1d_weight
 
 S3_SR = 16_000
@@ -130,7 +130,7 @@ class FSMNMultiHeadAttention(nn.Module):
         k = apply_rotary(k, cos, sin).transpose(0, 2, 1, 3)
         memory = self.fsmn_memory(v, mask)
         v = v.reshape(batch, length, self.n_head, head_dim).transpose(0, 2, 1, 3)
-        attended = mx.fast.scaled_dot_product_attention(q, k, v, scale=head_dim**-0.5, mask=bias)
+        attended = attention(q, k, v, head_dim**-0.5, bias)
         attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, dims)
         return self.out(attended) + memory
 
@@ -140,7 +140,7 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = FSMNMultiHeadAttention(dims, n_head, kernel_size)
         self.attn_ln = nn.LayerNorm(dims, eps=1e-5)
-        self.mlp = [nn.Linear(dims, 4 * dims), nn.GELU(), nn.Linear(4 * dims, dims)]
+        self.mlp = [nn.Linear(dims, 4 * dims), GELU(), nn.Linear(4 * dims, dims)]
         self.mlp_ln = nn.LayerNorm(dims, eps=1e-5)
 
     def __call__(self, x, bias, mask, cos, sin):
@@ -165,9 +165,9 @@ class AudioEncoderV2(nn.Module):
 
     def __call__(self, mel: mx.array, mel_len: mx.array) -> tuple[mx.array, mx.array]:
         """mel ``[B, T, n_mels]``, mel_len ``[B]`` -> hidden ``[B, T/4, dims]``, lengths."""
-        x = nn.gelu(self.conv1(mel * non_pad_mask(mel_len, mel.shape[1])[..., None]))
+        x = gelu(self.conv1(mel * non_pad_mask(mel_len, mel.shape[1])[..., None]))
         lengths = conv_out_len(mel_len)
-        x = nn.gelu(self.conv2(x * non_pad_mask(lengths, x.shape[1])[..., None]))
+        x = gelu(self.conv2(x * non_pad_mask(lengths, x.shape[1])[..., None]))
         lengths = conv_out_len(lengths)
         length = x.shape[1]
         if length > self._cos.shape[0]:
