@@ -45,8 +45,16 @@ class StreamingVocoder:
         context_tokens: int = 50,
         lookahead_tokens: int = 3,
         overlap_frames: int = 8,
+        cfm_noise: mx.array | None = None,
+        phase: mx.array | None = None,
+        source_noise: mx.array | None = None,
     ):
+        """``cfm_noise`` ``[1, P + F, 80]`` (P prompt frames, then the generated frames in
+        order), ``phase`` ``[1, harmonics]`` and ``source_noise`` ``[1, 480 F, harmonics]``
+        fix the random draws by absolute position, so that a stream can be compared with
+        a one-shot rendering given the same draws; each is drawn per chunk when absent."""
         self.s3gen = s3gen
+        self.cfm_noise, self.phase, self.source_noise = cfm_noise, phase, source_noise
         self.n_timesteps = n_timesteps
         self.context_tokens = context_tokens
         self.lookahead = lookahead_tokens
@@ -91,11 +99,25 @@ class StreamingVocoder:
                 self.mel[FRAMES_PER_TOKEN * start : FRAMES_PER_TOKEN * self.rendered],
             ]
         )
+        noise = None
+        if self.cfm_noise is not None:
+            n_prompt = len(self.prompt_feat)
+            end = n_prompt + FRAMES_PER_TOKEN * (
+                len(self.tokens) - (0 if finalize else self.lookahead)
+            )
+            noise = mx.concatenate(
+                [
+                    self.cfm_noise[:, :n_prompt],
+                    self.cfm_noise[:, n_prompt + FRAMES_PER_TOKEN * start : end],
+                ],
+                axis=1,
+            )
         mel = self.s3gen.flow(
             mx.array(self.tokens[self.rendered :], dtype=mx.int32),
             prompt_tokens=mx.array(prompt_tokens),
             prompt_feat=mx.array(prompt_feat),
             embedding=self.embedding.reshape(-1),
+            noise=noise,
             n_timesteps=self.n_timesteps,
             finalize=finalize,
         )
@@ -109,7 +131,15 @@ class StreamingVocoder:
         cache = None
         if overlap and self.source is not None:
             cache = self.source[:, self.source.shape[1] - overlap * SAMPLES_PER_FRAME :]
-        wav, source = self.s3gen.hift_inference(mx.array(mel_in[None]), cache_source=cache)
+        noise = None
+        if self.source_noise is not None:
+            first_sample = SAMPLES_PER_FRAME * (len(self.mel) - overlap)
+            noise = self.source_noise[
+                :, first_sample : first_sample + SAMPLES_PER_FRAME * len(mel_in)
+            ]
+        wav, source = self.s3gen.hift_inference(
+            mx.array(mel_in[None]), cache_source=cache, phase=self.phase, noise=noise
+        )
         if first:
             wav = fade_in(wav)
         wav = np.asarray(wav[0], np.float32)

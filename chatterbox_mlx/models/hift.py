@@ -121,9 +121,14 @@ def _sin_squared(y: mx.array) -> mx.array:
 
 
 @partial(mx.compile, shapeless=True)
+def _snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
+    return x + inverse_alpha * _sin_squared(x * alpha)
+
+
 def snake(x: mx.array, alpha: mx.array) -> mx.array:
-    """x + sin^2(alpha x) / alpha (the reference adds 1e-9 to alpha)."""
-    return x + (1.0 / (alpha + 1e-9)) * _sin_squared(x * alpha)
+    """x + sin^2(alpha x) / alpha (the reference adds 1e-9 to alpha); the per-channel
+    reciprocal is taken once, outside the per-element kernel."""
+    return _snake(x, alpha, 1.0 / (alpha + 1e-9))
 
 
 class Snake(nn.Module):
