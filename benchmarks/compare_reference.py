@@ -149,13 +149,6 @@ def run(python: str, script: str, args: dict) -> dict:
     raise RuntimeError(f"{python} failed:\n{proc.stderr[-3000:]}")
 
 
-def make_voice(path: Path) -> Path:
-    """A 12 s espeak-ng recording (Turbo needs more than 5 s)."""
-    text = "This is a reference recording for the voice cloning benchmark. " * 3
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
-    return path
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=("english", "turbo", "nano"), default="turbo")
@@ -168,6 +161,7 @@ def main() -> None:
     args = p.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    from benchmarks.common import make_voice
     from tests.helpers.sources import converted_dir
 
     converted = converted_dir(args.variant)
@@ -177,7 +171,7 @@ def main() -> None:
 
         converted = Path(tempfile.mkdtemp()) / "converted"
         convert(args.checkpoint, converted)
-    voice = args.voice or make_voice(Path(tempfile.mkdtemp()) / "voice.wav")
+    voice = args.voice or make_voice()
     common = dict(variant=args.variant, voice=str(voice), tokens=args.tokens, runs=args.runs,
                   warmup=args.warmup, text=TEXT)  # fmt: skip
     ref = run(str(REFENV_PYTHON), REFERENCE, dict(common, ckpt=str(source)))

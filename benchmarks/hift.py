@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import best_time  # noqa: E402
+from benchmarks.common import best_time  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
 
 REFENV = ROOT / ".refenv" / "bin" / "python"

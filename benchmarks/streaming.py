@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chatterbox_mlx.tts import ChatterboxTTS, ChatterboxTurboTTS  # noqa: E402
+from benchmarks.common import make_voice  # noqa: E402
 from tests.helpers.sources import converted_dir  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away."
@@ -64,8 +63,7 @@ def main() -> None:
     cls = ChatterboxTTS if args.variant == "english" else ChatterboxTurboTTS
     nano = {"nano": True} if args.variant == "nano" else {}
     model = cls.from_local(converted_dir(args.variant), **nano)
-    voice = Path(tempfile.mkdtemp()) / "voice.wav"
-    subprocess.run(["espeak-ng", "-w", str(voice), "A reference recording, " * 12], check=True)
+    voice = make_voice()
     model.prepare_conditionals(voice)  # warm up; both runs below re-clone the voice
 
     totals, firsts, stream_totals = [], [], []

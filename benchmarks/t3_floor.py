@@ -24,7 +24,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from benchmarks.timing import best_time  # noqa: E402
+from benchmarks.common import best_time  # noqa: E402
 from chatterbox_mlx.models.t3 import T3, T3Cond, T3Config, load_t3, quantize_t3  # noqa: E402
 from chatterbox_mlx.weights import load_safetensors  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402

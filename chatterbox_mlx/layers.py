@@ -52,12 +52,12 @@ def matvec(weight: mx.array, x: mx.array, bias: mx.array | None) -> mx.array | N
     """``weight [out, in] @ x`` (+ ``bias``) for one row ``x`` by BLAS ``sgemv``, reading
     MLX's buffers in place; None where that path does not apply."""
     gemv = _blas.sgemv()
-    if gemv is None or weight.dtype != mx.float32:
+    if gemv is None or weight.dtype != mx.float32 or x.dtype != mx.float32:
         return None
     w = np.array(weight, copy=False)  # evaluates; a view of MLX's buffer
     if not w.flags.c_contiguous:
         return None
-    v = np.ascontiguousarray(np.array(x, copy=False, dtype=np.float32).reshape(-1))
+    v = np.ascontiguousarray(np.array(x, copy=False).reshape(-1))
     out_dims, in_dims = w.shape
     y = np.array(bias, dtype=np.float32) if bias is not None else np.empty(out_dims, np.float32)
     beta = 1.0 if bias is not None else 0.0

@@ -36,6 +36,14 @@ def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return old * (1 - weight) + new * weight
 
 
+def _check_covers(name: str, bank: mx.array, needed: int, unit: str) -> None:
+    if bank.ndim != 3 or bank.shape[0] != 1 or bank.shape[1] < needed:
+        raise ValueError(
+            f"{name} has shape {tuple(bank.shape)} but this chunk needs [1, >= {needed}, ...] "
+            f"({unit}); draw it for the longest stream you will push"
+        )
+
+
 class StreamingVocoder:
     def __init__(
         self,
@@ -105,6 +113,7 @@ class StreamingVocoder:
             end = n_prompt + FRAMES_PER_TOKEN * (
                 len(self.tokens) - (0 if finalize else self.lookahead)
             )
+            _check_covers("cfm_noise", self.cfm_noise, end, "prompt + 2 per speech token")
             noise = mx.concatenate(
                 [
                     self.cfm_noise[:, :n_prompt],
@@ -134,9 +143,9 @@ class StreamingVocoder:
         noise = None
         if self.source_noise is not None:
             first_sample = SAMPLES_PER_FRAME * (len(self.mel) - overlap)
-            noise = self.source_noise[
-                :, first_sample : first_sample + SAMPLES_PER_FRAME * len(mel_in)
-            ]
+            end = first_sample + SAMPLES_PER_FRAME * len(mel_in)
+            _check_covers("source_noise", self.source_noise, end, "960 per speech token")
+            noise = self.source_noise[:, first_sample:end]
         wav, source = self.s3gen.hift_inference(
             mx.array(mel_in[None]), cache_source=cache, phase=self.phase, noise=noise
         )

@@ -41,11 +41,23 @@ def _inputs(batch, steps, in_ch, out_ch, kernel, seed=0):
         (5, 3, 2, 4, 2, 5, 3),  # padding larger than the kernel
     ],
 )
-def test_conv1d_matches_mlx(steps, in_ch, out_ch, kernel, stride, padding, dilation):
+@pytest.mark.parametrize("path", ["im2col", "taps"])
+def test_conv1d_matches_mlx(steps, in_ch, out_ch, kernel, stride, padding, dilation, path,
+                            monkeypatch):  # fmt: skip
+    # stride-1 convs switch to one multiply-accumulate per tap above TAPS_MIN_SIZE elements
+    monkeypatch.setattr(layers, "TAPS_MIN_SIZE", 0 if path == "taps" else 2**62)
     x, w = _inputs(2, steps, in_ch, out_ch, kernel)
     expected = mx.conv1d(x, w, stride, padding, dilation)
     actual = layers.conv1d(x, w, stride, padding, dilation)
     assert_close(actual, expected, RTOL, "conv1d")
+
+
+def test_conv1d_default_switch_at_hift_size():
+    """HiFT's last stage (64 channels, kernel 11, 5 s of audio) takes the per-tap path."""
+    x, w = _inputs(1, 6000 * 5, 64, 64, 11)
+    assert 11 * x.size > layers.TAPS_MIN_SIZE
+    expected = mx.conv1d(x, w, 1, 15, 3)
+    assert_close(layers.conv1d(x, w, 1, 15, 3), expected, RTOL, "conv1d, per tap")
 
 
 @pytest.mark.parametrize(
@@ -130,4 +142,5 @@ def test_matvec_uses_blas_when_loaded():
     else:
         assert_close(y[None], x @ weight.T, RTOL, "sgemv")
     assert layers.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
+    assert layers.matvec(weight, x.astype(mx.float16), None) is None
     assert layers.matvec(weight.T, x[:, :30], None) is None  # a transposed view: not in place

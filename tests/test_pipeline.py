@@ -255,6 +255,18 @@ def test_stream_equals_one_shot_in_one_chunk(turbo):
     np.testing.assert_allclose(streamed, whole, atol=1e-4 * np.abs(whole).max())
 
 
+def test_stream_draws_too_short_are_named(turbo):
+    gen, s3gen = turbo.conds.gen, turbo.s3gen
+    short = mx.zeros((1, 2 * gen.prompt_token.shape[1] + 4, 80))
+    vocoder = StreamingVocoder(s3gen, gen, 2, cfm_noise=short)
+    with pytest.raises(ValueError, match="cfm_noise has shape .*prompt \\+ 2 per speech"):
+        vocoder.finish([1, 2, 3, 4, 5])
+    harmonics = s3gen.mel2wav.m_source.harmonics
+    vocoder = StreamingVocoder(s3gen, gen, 2, source_noise=mx.zeros((1, 960, harmonics)))
+    with pytest.raises(ValueError, match="source_noise has shape .*960 per speech token"):
+        vocoder.finish([1, 2, 3, 4, 5])
+
+
 def test_streamed_mel_stays_close_to_one_shot(turbo):
     """Chunks of 10 tokens, same CFM noise: S3Gen's encoder and estimator attend over the
     whole sequence, so a chunk rendered before later tokens exist differs from the
