@@ -34,13 +34,18 @@ REFERENCE = textwrap.dedent(
     torch.manual_seed(0)
     args = json.loads(sys.argv[1])
     variant, ckpt, voice, n_tok = args["variant"], args["ckpt"], args["voice"], args["tokens"]
+    device = args["device"]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     import torch.nn.functional as F
+    import perth
+    if args["dummy_watermarker"]:  # watermarking is outside the timed stages
+        perth.PerthImplicitWatermarker = perth.DummyWatermarker
     import pyloudnorm  # numpy 2 makes Turbo's loudness a float64 the S3Tokenizer rejects
     _loudness = pyloudnorm.Meter.integrated_loudness
     pyloudnorm.Meter.integrated_loudness = lambda self, x: float(_loudness(self, x))
     if variant == "english":
         from chatterbox.tts import ChatterboxTTS, punc_norm
-        model = ChatterboxTTS.from_local(ckpt, "cpu")
+        model = ChatterboxTTS.from_local(ckpt, device)
     else:
         from chatterbox.models.t3 import llama_configs
         llama_configs.LLAMA_CONFIGS["GPT2_small"] = dict(
@@ -56,31 +61,35 @@ REFERENCE = textwrap.dedent(
                 real_init(self, hp)
             t3mod.T3.__init__ = init
             tts_turbo.load_file = lambda p: real_load(str(p).replace("turbo_v1", "nano_v1"))
-        model = ChatterboxTurboTTS.from_local(ckpt, "cpu")
+        model = ChatterboxTurboTTS.from_local(ckpt, device)
     times = {k: [] for k in ("prepare_conditionals", "t3", "flow", "hift", "total")}
     for run in range(-args["warmup"], args["runs"]):
         t0 = time.perf_counter()
         model.prepare_conditionals(voice)
+        sync()
         t1 = time.perf_counter()
         text = punc_norm(args["text"])
         with torch.inference_mode():
             if variant == "english":
-                tt = model.tokenizer.text_to_tokens(text)
+                tt = model.tokenizer.text_to_tokens(text).to(device)
                 tt = torch.cat([tt, tt], dim=0)
                 tt = F.pad(F.pad(tt, (1, 0), value=255), (0, 1), value=0)
                 tokens = model.t3.inference(t3_cond=model.conds.t3, text_tokens=tt,
                                             max_new_tokens=n_tok, cfg_weight=0.5)[0]
                 steps = 10
             else:
-                tt = model.tokenizer(text, return_tensors="pt").input_ids
+                tt = model.tokenizer(text, return_tensors="pt").input_ids.to(device)
                 tokens = model.t3.inference_turbo(model.conds.t3, tt, max_gen_len=n_tok - 1)
                 steps = 2
             tokens = tokens[tokens < 6561].reshape(1, -1)
+            sync()
             t2 = time.perf_counter()
             mel = model.s3gen.flow_inference(tokens, ref_dict=model.conds.gen,
                                              n_cfm_timesteps=steps, finalize=True)
+            sync()
             t3 = time.perf_counter()
             wav, _ = model.s3gen.hift_inference(mel)
+            sync()
             t4 = time.perf_counter()
         if run < 0:
             continue
@@ -89,7 +98,11 @@ REFERENCE = textwrap.dedent(
         times.setdefault("tokens", []).append(int(tokens.numel()))
         times.setdefault("audio_s", []).append(wav.shape[-1] / 24000)
     times["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    times["backend"] = f"torch {torch.__version__} cpu, {torch.get_num_threads()} threads"
+    if device == "cuda":
+        times["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        times["backend"] = f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
+    else:
+        times["backend"] = f"torch {torch.__version__} cpu, {torch.get_num_threads()} threads"
     print("RESULT" + json.dumps(times))
     """
 )
@@ -102,6 +115,7 @@ OURS = textwrap.dedent(
     from chatterbox_mlx import text as T
     from chatterbox_mlx.tts import ChatterboxTTS, ChatterboxTurboTTS
     args = json.loads(sys.argv[1])
+    mx.set_default_device(mx.gpu if args["device"] == "cuda" else mx.cpu)
     variant, n_tok = args["variant"], args["tokens"]
     cls = ChatterboxTTS if variant == "english" else ChatterboxTurboTTS
     nano = {"nano": True} if variant == "nano" else {}
@@ -132,8 +146,13 @@ OURS = textwrap.dedent(
         times.setdefault("tokens", []).append(int(tokens.size))
         times.setdefault("audio_s", []).append(wav.shape[-1] / 24000)
     times["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    blas = chatterbox_mlx._blas.status
-    times["backend"] = f"mlx {mx.__version__} {mx.default_device()}, BLAS: {blas}"
+    if args["device"] == "cuda":
+        times["peak_device_mb"] = mx.get_peak_memory() / 2**20
+        name = mx.device_info().get("device_name", "") if hasattr(mx, "device_info") else ""
+        times["backend"] = f"mlx {mx.__version__} {mx.default_device()} {name}".rstrip()
+    else:
+        blas = chatterbox_mlx._blas.status
+        times["backend"] = f"mlx {mx.__version__} {mx.default_device()}, BLAS: {blas}"
     print("RESULT" + json.dumps(times))
     """
 ).replace("T_NULL", "__import__('chatterbox_mlx.progress').progress.NULL_PROGRESS")
@@ -158,6 +177,23 @@ def main() -> None:
     p.add_argument("--quantize", type=int, nargs="*", default=[0], help="0 (float32), 8, 4")
     p.add_argument("--checkpoint", type=Path, help="original-layout directory")
     p.add_argument("--voice", type=Path)
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: torch CUDA against MLX's CUDA backend (mlx[cuda13])",
+    )
+    p.add_argument(
+        "--reference-python",
+        default=str(REFENV_PYTHON),
+        help="a Python with chatterbox-tts 0.1.7 (default: .refenv)",
+    )
+    p.add_argument(
+        "--dummy-watermarker",
+        action="store_true",
+        help="reference: perth's DummyWatermarker (for an install without "
+        "perth's weights; watermarking is not among the timed stages)",
+    )
     args = p.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -173,8 +209,12 @@ def main() -> None:
         convert(args.checkpoint, converted)
     voice = args.voice or make_voice()
     common = dict(variant=args.variant, voice=str(voice), tokens=args.tokens, runs=args.runs,
-                  warmup=args.warmup, text=TEXT)  # fmt: skip
-    ref = run(str(REFENV_PYTHON), REFERENCE, dict(common, ckpt=str(source)))
+                  warmup=args.warmup, text=TEXT, device=args.device)  # fmt: skip
+    ref = run(
+        args.reference_python,
+        REFERENCE,
+        dict(common, ckpt=str(source), dummy_watermarker=args.dummy_watermarker),
+    )
     ours = {q: run(sys.executable, OURS, dict(common, converted=str(converted), quantize=q))
             for q in args.quantize}  # fmt: skip
 
@@ -209,6 +249,12 @@ def main() -> None:
     for r in ours.values():
         mem += f"{r['peak_rss_mb']:>12.0f}{ref['peak_rss_mb'] / r['peak_rss_mb']:>8.2f}"
     print(mem)
+    if args.device == "cuda":
+        mem = f"{'peak GPU memory (MB)':<22}{ref['peak_device_mb']:>12.0f}"
+        for r in ours.values():
+            mem += f"{r['peak_device_mb']:>12.0f}"
+            mem += f"{ref['peak_device_mb'] / r['peak_device_mb']:>8.2f}"
+        print(mem)
 
 
 if __name__ == "__main__":
