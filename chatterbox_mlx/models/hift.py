@@ -219,9 +219,9 @@ class SourceModuleHnNSF(nn.Module):
         order = mx.arange(1, self.harmonics + 1, dtype=mx.float32)
         cycles = f0[..., None] * order / self.sampling_rate
         # The reference's CPU cumsum accumulates in float64; float32 would drift by
-        # ~1e-3 rad after a few seconds.
-        cycles = mx.cumsum(cycles.astype(mx.float64), axis=1, stream=mx.cpu)
-        theta = 2 * math.pi * (cycles.astype(mx.float32) % 1)
+        # ~1e-3 rad after a few seconds. GPUs have no float64: this runs on the CPU.
+        cycles = mx.cumsum(cycles.astype(mx.float64, stream=mx.cpu), axis=1, stream=mx.cpu)
+        theta = 2 * math.pi * (cycles.astype(mx.float32, stream=mx.cpu) % 1)
         phase = mx.concatenate([mx.zeros((batch, 1)), phase[:, 1:]], axis=1)
         sines = self.sine_amp * mx.sin(theta + phase[:, None, :])
 
