@@ -1,6 +1,7 @@
 """chatterbox-mlx vs upstream PyTorch, same machine, checkpoint, voice, text and token count.
 
     python benchmarks/compare_reference.py --variant turbo --tokens 101 --runs 3
+    python benchmarks/compare_reference.py --variant turbo --device cuda --reference-python python3
 
 The checkpoint is an original-layout directory (default: the full-size random checkpoint
 the tests build; speed does not depend on weight values). Random weights never emit the
