@@ -144,3 +144,32 @@ def test_matvec_uses_blas_when_loaded():
     assert layers.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
     assert layers.matvec(weight, x.astype(mx.float16), None) is None
     assert layers.matvec(weight.T, x[:, :30], None) is None  # a transposed view: not in place
+
+
+# The CPU backend runs attention, Mish and Snake in numpy; other backends use the MLX
+# formulations below. Both must agree (float32 rounding, and numpy's sin/exp within a
+# few ulp of libm's): tolerance 1e-5 of the output's max abs value.
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_numpy_attention_matches_mlx_attention(with_bias):
+    rng = np.random.default_rng(1)
+    # q, k, v as transposed views of one [B, T, 3, H, D] projection, as the models make them
+    qkv = mx.array(rng.standard_normal((2, 23, 3, 4, 8)).astype(np.float32))
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    bias = mx.array(rng.standard_normal((1, 4, 23, 23)).astype(np.float32)) if with_bias else None
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask=bias)
+    assert_close(layers.attention(q, k, v, 0.35, bias), expected, RTOL, "attention")
+
+
+def test_numpy_mish_and_snake_match_their_compiled_kernels():
+    from chatterbox_mlx.models.flow_decoder import _mish, mish
+    from chatterbox_mlx.models.hift import _snake, snake
+
+    rng = np.random.default_rng(2)
+    x = mx.array((rng.standard_normal((2, 50, 16)) * 8).astype(np.float32))
+    x = mx.concatenate([x, mx.full((2, 1, 16), 30.0)], axis=1)  # past mish's clamp at 20
+    assert_close(mish(x), _mish(x), RTOL, "mish")
+    alpha = mx.array(rng.uniform(0.05, 3.0, 16).astype(np.float32))
+    assert_close(snake(x, alpha), _snake(x, alpha, 1.0 / (alpha + 1e-9)), RTOL, "snake")
+    assert isinstance(layers.numpy_view(x), np.ndarray)  # these tests ran the numpy paths

@@ -17,9 +17,10 @@ from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from .. import audio
-from ..layers import Conv1d, ConvTranspose1d
+from ..layers import Conv1d, ConvTranspose1d, numpy_view
 from ..weights import (
     CheckpointError,
     conv1d_weight,
@@ -95,40 +96,26 @@ class ELU(nn.Module):
         return mx.where(x > 0, x, mx.expm1(x))
 
 
-# pi split so that k * _PI[0] is exact (Cody-Waite range reduction).
-_PI = (3.140625, 9.67502593994140625e-4, 1.509957990978376432e-7)
-_ROUNDER = 12582912.0  # 1.5 * 2^23: x + this - this rounds float32 x to an integer
-
-
-def _sin_squared(y: mx.array) -> mx.array:
-    """sin(y)^2 from elementwise arithmetic only (max error 3e-7, mx.sin's is 1.3e-7).
-
-    MLX's CPU sin is a scalar libm call, ~20x slower than this polynomial once
-    ``mx.compile`` fuses it into one kernel; Snake is ~40% of the vocoder's time otherwise.
-    The square makes the sign of sin, i.e. the parity of k, irrelevant. k is rounded by
-    adding and subtracting 1.5 * 2^23 (exact for |k| < 2^22), which keeps the fused kernel
-    vectorized: ``mx.round`` inside it is a scalar call and makes Snake 3-4x slower."""
-    k = (y * (1 / math.pi) + _ROUNDER) - _ROUNDER
-    r = ((y - k * _PI[0]) - k * _PI[1]) - k * _PI[2]  # in [-pi/2, pi/2]
-    r2 = r * r
-    # Taylor series to r^11: truncation error < 6e-8 on [-pi/2, pi/2].
-    poly = -1 / 39916800 * r2 + 1 / 362880
-    poly = poly * r2 - 1 / 5040
-    poly = poly * r2 + 1 / 120
-    poly = poly * r2 - 1 / 6
-    s = r + r * r2 * poly
-    return s * s
-
-
 @partial(mx.compile, shapeless=True)
 def _snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
-    return x + inverse_alpha * _sin_squared(x * alpha)
+    return x + inverse_alpha * mx.square(mx.sin(x * alpha))
 
 
 def snake(x: mx.array, alpha: mx.array) -> mx.array:
     """x + sin^2(alpha x) / alpha (the reference adds 1e-9 to alpha); the per-channel
-    reciprocal is taken once, outside the per-element kernel."""
-    return _snake(x, alpha, 1.0 / (alpha + 1e-9))
+    reciprocal is taken once, outside the per-element kernel. On the CPU, where MLX's
+    sin is a scalar libm call, numpy's vectorised sin does it (Snake was 40% of the
+    vocoder's time); elsewhere one compiled kernel."""
+    inverse_alpha = 1.0 / (alpha + 1e-9)
+    xn = numpy_view(x)
+    if xn is None:
+        return _snake(x, alpha, inverse_alpha)
+    y = xn * np.array(alpha, copy=False)
+    np.sin(y, out=y)
+    np.square(y, out=y)
+    y *= np.array(inverse_alpha, copy=False)
+    y += xn
+    return mx.array(y)
 
 
 class Snake(nn.Module):
