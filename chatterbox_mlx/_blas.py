@@ -106,3 +106,56 @@ def sgemv():
             fn.restype = None
         _sgemv = fn
     return _sgemv or None
+
+
+_numpy_threads = None
+
+
+def _numpy_openblas_threads():
+    """(get, set) for the thread count of numpy's bundled OpenBLAS, or False when numpy
+    uses another BLAS (or none could be found)."""
+    import numpy
+
+    root = os.path.dirname(numpy.__file__)
+    libs = glob.glob(os.path.join(root, "..", "numpy.libs", "lib*openblas*.so*"))
+    libs += glob.glob(os.path.join(root, ".libs", "lib*openblas*.so*"))
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, int_type in (
+            ("scipy_openblas", "64_", ctypes.c_int64),
+            ("scipy_openblas", "", ctypes.c_int),
+            ("openblas", "64_", ctypes.c_int64),
+            ("openblas", "", ctypes.c_int),
+        ):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes = int_type, [int_type]
+                return get, set_
+    return False
+
+
+class single_threaded_numpy_blas:
+    """Context manager: numpy's BLAS on one thread inside, restored on exit.
+
+    Our own threads then split the work, and numpy's BLAS worker threads do not spin
+    beside MLX's (the two libraries' idle workers busy-wait and slow each other down).
+    ``active`` says whether numpy's BLAS could be controlled."""
+
+    def __enter__(self):
+        global _numpy_threads
+        if _numpy_threads is None:
+            _numpy_threads = _numpy_openblas_threads()
+        self.active = bool(_numpy_threads)
+        if self.active:
+            get, set_ = _numpy_threads
+            self.saved = get()
+            set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            _numpy_threads[1](self.saved)
