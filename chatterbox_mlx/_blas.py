@@ -15,6 +15,7 @@ import ctypes.util
 import glob
 import os
 import sys
+import threading
 import warnings
 
 ENV_VAR = "CHATTERBOX_MLX_BLAS"
@@ -138,24 +139,37 @@ def _numpy_openblas_threads():
     return False
 
 
+_numpy_lock = threading.Lock()
+_numpy_depth = 0
+_numpy_saved = 0
+
+
 class single_threaded_numpy_blas:
-    """Context manager: numpy's BLAS on one thread inside, restored on exit.
+    """Context manager: numpy's BLAS on one thread inside, restored on exit (also when
+    entered from several threads at once).
 
     Our own threads then split the work, and numpy's BLAS worker threads do not spin
     beside MLX's (the two libraries' idle workers busy-wait and slow each other down).
     ``active`` says whether numpy's BLAS could be controlled."""
 
     def __enter__(self):
-        global _numpy_threads
-        if _numpy_threads is None:
-            _numpy_threads = _numpy_openblas_threads()
-        self.active = bool(_numpy_threads)
-        if self.active:
-            get, set_ = _numpy_threads
-            self.saved = get()
-            set_(1)
+        global _numpy_threads, _numpy_depth, _numpy_saved
+        with _numpy_lock:
+            if _numpy_threads is None:
+                _numpy_threads = _numpy_openblas_threads()
+            self.active = bool(_numpy_threads)
+            if self.active:
+                get, set_ = _numpy_threads
+                if _numpy_depth == 0:
+                    _numpy_saved = get()
+                    set_(1)
+                _numpy_depth += 1
         return self
 
     def __exit__(self, *exc):
+        global _numpy_depth
         if self.active:
-            _numpy_threads[1](self.saved)
+            with _numpy_lock:
+                _numpy_depth -= 1
+                if _numpy_depth == 0:
+                    _numpy_threads[1](_numpy_saved)

@@ -39,3 +39,34 @@ def test_bad_path_is_reported():
     if sys.platform.startswith("linux"):
         assert "failed to load /nonexistent/libblas.so" in r.stdout
         assert "failed to load" in r.stderr
+
+
+def test_numpy_blas_is_single_threaded_inside_and_restored_after():
+    import threading
+
+    from chatterbox_mlx import _blas
+
+    import pytest
+
+    controls = _blas._numpy_openblas_threads()
+    if not controls:
+        pytest.skip("numpy's BLAS is not a bundled OpenBLAS here")
+    get, set_ = controls
+    set_(2)
+    barrier = threading.Barrier(2)
+    seen = []
+
+    def worker():
+        with _blas.single_threaded_numpy_blas() as ctx:
+            assert ctx.active
+            barrier.wait()  # both inside at once
+            seen.append(get())
+            barrier.wait()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [1, 1]
+    assert get() == 2
