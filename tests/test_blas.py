@@ -70,3 +70,16 @@ def test_numpy_blas_is_single_threaded_inside_and_restored_after():
         t.join()
     assert seen == [1, 1]
     assert get() == 2
+
+
+def test_environment_sets_only_missing_variables_and_restores(monkeypatch):
+    from chatterbox_mlx import _blas
+
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    with _blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+        assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "16"
+    assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")  # the user's choice wins
+    with _blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+        assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
