@@ -173,3 +173,17 @@ def test_numpy_mish_and_snake_match_their_compiled_kernels():
     alpha = mx.array(rng.uniform(0.05, 3.0, 16).astype(np.float32))
     assert_close(snake(x, alpha), _snake(x, alpha, 1.0 / (alpha + 1e-9)), RTOL, "snake")
     assert isinstance(layers.numpy_view(x), np.ndarray)  # these tests ran the numpy paths
+
+
+def test_numpy_fsmn_memory_matches_the_mlx_loop(monkeypatch):
+    from chatterbox_mlx.models import s3tokenizer
+
+    rng = np.random.default_rng(3)
+    block = s3tokenizer.FSMNMultiHeadAttention(16, 2, 31)
+    block.fsmn_block.weight = mx.array(rng.standard_normal((16, 31, 1)).astype(np.float32))
+    v = mx.array(rng.standard_normal((2, 150, 16)).astype(np.float32))  # 150: not 64 * n
+    mask = mx.array(np.arange(150)[None, :, None] < np.array([150, 97])[:, None, None])
+    mask = mask.astype(mx.float32)
+    numpy_out = block.fsmn_memory(v, mask)
+    monkeypatch.setattr(s3tokenizer, "numpy_view", lambda x: None)
+    assert_close(numpy_out, block.fsmn_memory(v, mask), RTOL, "fsmn memory")

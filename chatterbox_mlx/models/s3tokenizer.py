@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import GELU, Conv1d, attention, gelu
+from ..layers import GELU, Conv1d, attention, gelu, numpy_view
 from ..weights import conv1d_weight
 
 S3_SR = 16_000
@@ -110,11 +110,17 @@ class FSMNMultiHeadAttention(nn.Module):
 
     def fsmn_memory(self, v: mx.array, mask: mx.array) -> mx.array:
         """Depthwise conv over time of the (masked) values, plus the values, masked.
-        As a sum of shifted products: cheaper than a grouped conv on the CPU."""
+        As a sum of shifted products: cheaper than a grouped conv on the CPU, where numpy
+        does it a block of rows at a time in cache (3x faster; the same sums)."""
         v = v * mask
-        length = v.shape[1]
-        padded = mx.pad(v, [(0, 0), (self.left_padding, self.right_padding), (0, 0)])
         weight = self.fsmn_block.weight[:, :, 0]  # [C, K]
+        pad = [(0, 0), (self.left_padding, self.right_padding), (0, 0)]
+        values = numpy_view(v)
+        if values is not None:
+            taps = np.ascontiguousarray(np.array(weight, copy=False).T)  # [K, C]
+            return mx.array(_shifted_sum(np.pad(values, pad), values, taps)) * mask
+        length = v.shape[1]
+        padded = mx.pad(v, pad)
         out = v
         for k in range(weight.shape[1]):
             out = out + padded[:, k : k + length] * weight[:, k]
@@ -133,6 +139,21 @@ class FSMNMultiHeadAttention(nn.Module):
         attended = attention(q, k, v, head_dim**-0.5, bias)
         attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, dims)
         return self.out(attended) + memory
+
+
+def _shifted_sum(padded: np.ndarray, start: np.ndarray, taps: np.ndarray, rows: int = 64):
+    """``start + sum_k padded[:, k : k + T] * taps[k]`` over ``[B, T, C]``, tap by tap in
+    order, ``rows`` time steps at a time."""
+    out = start.copy()
+    product = np.empty((rows, out.shape[-1]), np.float32)
+    for b in range(out.shape[0]):
+        for first in range(0, out.shape[1], rows):
+            block = out[b, first : first + rows]
+            scratch = product[: len(block)]
+            for k, tap in enumerate(taps):
+                np.multiply(padded[b, first + k : first + k + len(block)], tap, out=scratch)
+                block += scratch
+    return out
 
 
 class ResidualAttentionBlock(nn.Module):
