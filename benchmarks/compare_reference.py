@@ -36,6 +36,8 @@ REFERENCE = textwrap.dedent(
     args = json.loads(sys.argv[1])
     variant, ckpt, voice, n_tok = args["variant"], args["ckpt"], args["voice"], args["tokens"]
     device = args["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: this torch sees no CUDA device; use a CUDA build of torch")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     import torch.nn.functional as F
     import perth
@@ -196,6 +198,11 @@ def main() -> None:
         "perth's weights; watermarking is not among the timed stages)",
     )
     args = p.parse_args()
+    if args.device == "cuda":
+        import mlx.core as mx
+
+        if not mx.is_available(mx.gpu):
+            p.error("--device cuda: this MLX has no GPU backend; install mlx[cuda13] (or cuda12)")
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.common import make_voice

@@ -151,8 +151,13 @@ def test_matvec_uses_blas_when_loaded():
 # few ulp of libm's): tolerance 1e-5 of the output's max abs value.
 
 
+@pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_numpy_attention_matches_mlx_attention(with_bias):
+def test_numpy_attention_matches_mlx_attention(with_bias, threaded, monkeypatch):
+    from chatterbox_mlx import _blas
+
+    if not threaded:  # numpy's BLAS not controllable (not OpenBLAS): one thread does all
+        monkeypatch.setattr(_blas, "_numpy_threads", False)
     rng = np.random.default_rng(1)
     # q, k, v as transposed views of one [B, T, 3, H, D] projection, as the models make them
     qkv = mx.array(rng.standard_normal((2, 23, 3, 4, 8)).astype(np.float32))
@@ -187,3 +192,16 @@ def test_numpy_fsmn_memory_matches_the_mlx_loop(monkeypatch):
     numpy_out = block.fsmn_memory(v, mask)
     monkeypatch.setattr(s3tokenizer, "numpy_view", lambda x: None)
     assert_close(numpy_out, block.fsmn_memory(v, mask), RTOL, "fsmn memory")
+
+
+def test_half_precision_attention_on_the_cpu_stays_in_mlx():
+    # numpy has no bfloat16, so non-float32 inputs keep the MLX formulation; half
+    # precision rounding (~1e-3) sets the tolerance
+    rng = np.random.default_rng(4)
+    q, k, v = (mx.array(rng.standard_normal((1, 2, 9, 8)).astype(np.float16)) for _ in range(3))
+    expected = mx.fast.scaled_dot_product_attention(
+        q.astype(mx.float32), k.astype(mx.float32), v.astype(mx.float32), scale=0.3
+    )
+    actual = layers.attention(q, k, v, 0.3)
+    assert actual.dtype == mx.float16
+    assert_close(actual.astype(mx.float32), expected, 5e-3, "float16 attention")
