@@ -1,0 +1,14 @@
+"""Numbers every part of Chatterbox agrees on (one home for each).
+
+S3 speech tokens are 25 per second; S3Gen's mel has 2 frames per token (50 Hz) and HiFT
+makes 480 samples per frame at 24 kHz, so one token is 960 output samples.
+"""
+
+S3GEN_SR = 24_000  # S3Gen / HiFT output and its reference-mel rate
+S3_SR = 16_000  # S3Tokenizer, CAMPPlus and VoiceEncoder input rate
+TOKENS_PER_SECOND = 25
+MEL_FRAMES_PER_TOKEN = 2
+SAMPLES_PER_FRAME = S3GEN_SR // (TOKENS_PER_SECOND * MEL_FRAMES_PER_TOKEN)  # 480
+SAMPLES_PER_TOKEN = S3GEN_SR // TOKENS_PER_SECOND  # 960
+SPEECH_VOCAB_SIZE = 6561  # 3**8 S3 speech ids; ids >= this are T3's special tokens
+S3GEN_SILENCE_TOKEN = 4299  # the token S3Gen pads with (upstream's S3GEN_SIL)
