@@ -10,25 +10,38 @@ Tensors come back as numpy arrays (C-contiguous copies, native byte order),
 honouring each tensor's storage offset, shape and strides (views such as a
 transposed ``prompt_feat`` are materialised exactly). ``bfloat16`` storages, which
 numpy cannot represent, are widened losslessly to ``float32``.
+
+Nothing is allocated on the file's word: a storage is read only when its record holds
+the bytes it claims, and a tensor is copied out only after its extent (element count
+and last index, from shape, strides and offset) was checked against its storage, so a
+shape of (10**6, 10**6) over a one-element storage is refused by name, not attempted.
+Broadcast views (stride 0 over more elements than the storage holds) are refused too:
+``torch.save`` of a state dict or a ``conds.pt`` never contains one.
+
+Every error is a :class:`TorchArchiveError` (a ``ValueError``); a refused global is its
+subclass :class:`UnsafePickleError`.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 
 class TorchArchiveError(ValueError):
-    """The file is not a readable torch zip archive (corrupt, truncated, legacy format)."""
+    """The file cannot be read as a torch zip archive: corrupt, truncated, legacy format,
+    a tensor reaching past its storage, or a refused global."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(TorchArchiveError, pickle.UnpicklingError):
     """The pickle refers to a global that is not on the allow-list."""
 
 
@@ -60,31 +73,103 @@ class StorageType:
         return f"torch.{self.name}"
 
 
+@dataclass(frozen=True)
+class Storage:
+    """One storage record of the archive: its elements (1-D, native byte order)."""
+
+    data: np.ndarray
+    record: str
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor as the pickle describes it. It becomes an array (see :func:`materialize`)
+    once the whole pickle is read, so that a refusal can name it by its place."""
+
+    storage: Storage
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _ints(values, what: str) -> tuple[int, ...]:
+    if not isinstance(values, (tuple, list)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        raise TorchArchiveError(f"tensor {what} must be a tuple of integers, got {values!r}")
+    return tuple(values)
+
+
 def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, *_unused):
-    """``torch._utils._rebuild_tensor_v2`` for numpy: a copy of the strided view."""
-    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+    """``torch._utils._rebuild_tensor_v2``: records the layout; nothing is allocated."""
+    if not isinstance(storage, Storage):
         raise TorchArchiveError("tensor does not refer to a storage record")
-    shape, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    offset = int(storage_offset)
-    if len(shape) != len(stride) or offset < 0 or min(stride, default=0) < 0:
+    shape, stride = _ints(size, "size"), _ints(stride, "stride")
+    (offset,) = _ints((storage_offset,), "offset")
+    if len(shape) != len(stride):
         raise TorchArchiveError(f"invalid tensor layout: size {shape}, stride {stride}")
-    if 0 in shape:
-        return np.zeros(shape, dtype=storage.dtype)
+    return TensorRef(storage, offset, shape, stride)
+
+
+def materialize(ref: TensorRef, name: str, source: str) -> np.ndarray:
+    """The tensor ``ref`` as a C-contiguous copy, after checking that its extent fits its
+    storage (before anything is allocated); ``name`` says where it is in the file."""
+    shape, stride, offset = ref.shape, ref.stride, ref.offset
+    size = ref.storage.data.size
+    layout = f"size {shape}, stride {stride}, offset {offset}"
+    if offset < 0 or min(shape, default=0) < 0 or min(stride, default=0) < 0:
+        raise TorchArchiveError(f"{source}: tensor {name} has an invalid layout ({layout})")
+    numel = math.prod(shape)
+    if numel == 0:
+        return np.zeros(shape, dtype=ref.storage.data.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
-    if last >= storage.size:
+    if numel > size or last >= size:
         raise TorchArchiveError(
-            f"tensor of size {shape}, stride {stride}, offset {offset} reads past its "
-            f"storage of {storage.size} elements: the archive is corrupt"
+            f"{source}: tensor {name} ({layout}) spans {numel} elements up to index "
+            f"{last}, but its storage {ref.storage.record} holds {size} elements: "
+            "refusing it (the file is corrupt or hostile)"
         )
-    item = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=shape, strides=tuple(s * item for s in stride), writeable=False
-    )
+    data = ref.storage.data
+    strides = tuple(s * data.itemsize for s in stride)
+    view = np.lib.stride_tricks.as_strided(data[offset:], shape, strides, writeable=False)
     return np.array(view, order="C")  # a 0-d tensor stays 0-d
 
 
+def _materialize_all(obj, name: str, source: str, seen: dict[int, object]):
+    """``obj`` with every TensorRef inside (dicts, lists, tuples) replaced by its array."""
+    if isinstance(obj, TensorRef):
+        return materialize(obj, name or "(the top-level tensor)", source)
+    if not isinstance(obj, (dict, list, tuple)):
+        return obj
+    if id(obj) in seen:  # shared or self-referencing containers: each walked once
+        return seen[id(obj)]
+    prefix = f"{name}." if name else ""
+    if isinstance(obj, tuple):
+        out = tuple(_materialize_all(v, f"{prefix}{i}", source, seen) for i, v in enumerate(obj))
+        seen[id(obj)] = out
+        return out
+    seen[id(obj)] = obj  # dicts and lists are updated in place
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+    for key, value in list(items):
+        obj[key] = _materialize_all(value, f"{prefix}{key}", source, seen)
+    return obj
+
+
+def _with_arrays(replacement: Callable, global_name: str, source: str) -> Callable:
+    """A caller's replacement global, handed arrays (not TensorRefs) as arguments."""
+
+    def call(*args, **kwargs):
+        what = f"argument of {global_name}"
+        args = _materialize_all(args, what, source, {})
+        kwargs = _materialize_all(kwargs, what, source, {})
+        return replacement(*args, **kwargs)
+
+    return call
+
+
 def rebuild_parameter(data, requires_grad=False, *_unused):
-    """``torch._utils._rebuild_parameter``: an ``nn.Parameter`` is just its tensor here."""
+    """``torch._utils._rebuild_parameter``: an ``nn.Parameter`` is just its tensor here
+    (a TensorRef, materialised with the rest)."""
     return data
 
 
@@ -108,10 +193,13 @@ def _split_global(name: str) -> tuple[str, str]:
 
 
 def _extra_globals(
-    extra: Iterable[str] | Mapping[str, Callable],
+    extra: Iterable[str] | Mapping[str, Callable], source: str
 ) -> dict[tuple[str, str], object]:
     if isinstance(extra, Mapping):
-        return {_split_global(name): fn for name, fn in extra.items()}
+        return {
+            _split_global(name): _with_arrays(fn, name, source) if callable(fn) else fn
+            for name, fn in extra.items()
+        }
     out = {}
     for name in extra:
         if name not in OPTIONAL_GLOBALS:
@@ -148,7 +236,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, StorageType):
             raise TorchArchiveError(f"{self._source}: storage of unknown type {storage_type!r}")
-        return self._read_storage(str(key), storage_type, int(numel))
+        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+            raise TorchArchiveError(f"{self._source}: storage {key!r} of {numel!r} elements")
+        return self._read_storage(str(key), storage_type, numel)
 
 
 def _find_root(names: list[str], source: str) -> str:
@@ -191,41 +281,48 @@ def load(path: str | Path, extra_globals: Iterable[str] | Mapping[str, Callable]
     """Load a ``torch.save`` archive as nested dicts/lists of numpy arrays.
 
     ``extra_globals`` allows more globals: names from :data:`OPTIONAL_GLOBALS`, or a
-    mapping ``{"module.name": replacement}`` of harmless stand-ins you provide."""
+    mapping ``{"module.name": replacement}`` of harmless stand-ins you provide (they are
+    called with numpy arrays where the pickle passes tensors)."""
     path = Path(path)
     source = str(path)
-    allowed = {**ALLOWED_GLOBALS, **_extra_globals(extra_globals)}
+    allowed = {**ALLOWED_GLOBALS, **_extra_globals(extra_globals, source)}
     with _open_archive(path) as archive:
         try:
             names = archive.namelist()
             root = _find_root(names, source)
             order = _byte_order(archive, root, source)
-            storages: dict[str, np.ndarray] = {}
+            storages: dict[str, Storage] = {}
 
-            def read_storage(key: str, storage_type: StorageType, numel: int) -> np.ndarray:
+            def read_storage(key: str, storage_type: StorageType, numel: int) -> Storage:
                 if key not in storages:
                     record = f"{root}data/{key}"
                     if record not in names:
                         raise TorchArchiveError(f"{source}: storage record {record} is missing")
-                    raw = archive.read(record)
                     dtype = storage_type.dtype.newbyteorder(order)
-                    if len(raw) < numel * dtype.itemsize:
+                    wanted = numel * dtype.itemsize
+                    held = archive.getinfo(record).file_size
+                    if held < wanted:  # checked before reading: nothing allocated for it
                         raise TorchArchiveError(
-                            f"{source}: storage {record} holds {len(raw)} bytes, "
-                            f"{numel * dtype.itemsize} expected: the file is truncated"
+                            f"{source}: storage {record} holds {held} bytes, {wanted} "
+                            "expected: the file is truncated"
                         )
+                    with archive.open(record) as f:
+                        raw = f.read(wanted)
                     array = np.frombuffer(raw, dtype=dtype, count=numel)
                     if storage_type.name == "BFloat16Storage":
                         array = (array.astype(np.uint32) << 16).view(np.float32)
-                    storages[key] = array.astype(array.dtype.newbyteorder("=").name)
+                    array = array.astype(array.dtype.newbyteorder("=").name)
+                    storages[key] = Storage(array, record)
                 return storages[key]
 
             unpickler = RestrictedUnpickler(
                 archive.read(root + "data.pkl"), read_storage, allowed, source
             )
-            return unpickler.load()
-        except (UnsafePickleError, TorchArchiveError):
+            return _materialize_all(unpickler.load(), "", source, {})
+        except TorchArchiveError:
             raise
+        except RecursionError as err:
+            raise TorchArchiveError(f"{source}: the pickle is nested too deeply") from err
         except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, OSError) as err:
             raise TorchArchiveError(f"{source}: corrupt or truncated archive ({err})") from err
         except (TypeError, ValueError, AttributeError, IndexError, KeyError) as err:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.golden import GOLDEN_DIR, load_golden
-from tests.helpers.torch_zip import conds_object, write_conds, write_torch_zip
+from tests.helpers.torch_zip import StridedTensor, conds_object, write_conds, write_torch_zip
 
 
 def flatten(obj, prefix: str = "") -> dict:
@@ -156,9 +156,85 @@ def test_short_storage_record(tmp_path):
         torch_pickle.load(path)
 
 
-def test_view_past_its_storage_is_refused():
-    storage = np.arange(6, dtype=np.float32)
-    with pytest.raises(TorchArchiveError, match="reads past its storage"):
-        torch_pickle.rebuild_tensor_v2(storage, 2, (2, 3), (3, 1))
-    view = torch_pickle.rebuild_tensor_v2(storage, 1, (2, 2), (1, 2))
+def test_view_inside_its_storage_is_materialised():
+    storage = torch_pickle.Storage(np.arange(6, dtype=np.float32), "archive/data/0")
+    ref = torch_pickle.rebuild_tensor_v2(storage, 1, (2, 2), (1, 2))
+    view = torch_pickle.materialize(ref, "x", "test")
     np.testing.assert_array_equal(view, [[1, 3], [2, 4]])
+    assert view.flags.c_contiguous
+
+
+def conds_with(tmp_path, **gen) -> object:
+    obj = conds_object("english")
+    obj["gen"].update(gen)
+    return write_torch_zip(tmp_path / "conds.pt", obj, root="archive")
+
+
+@pytest.mark.parametrize(
+    "layout,extent",
+    [
+        # 10**12 elements out of one: a MemoryError (or terabytes) before
+        (dict(shape=(10**6, 10**6), stride=(0, 0)), "spans 1000000000000 elements"),
+        (dict(shape=(4000, 4000), stride=(0, 0)), "spans 16000000 elements"),  # 64 MB
+        (dict(shape=(100, 100), stride=(100, 1)), "up to index 9999"),  # ordinary, too long
+        (dict(shape=(2, 3), stride=(3, 1), offset=5), "up to index 10"),
+    ],
+)
+def test_tensor_claiming_more_than_its_storage_is_refused_by_name(tmp_path, layout, extent):
+    import tracemalloc
+
+    bad = StridedTensor(np.ones(10, np.float32), **layout)
+    path = conds_with(tmp_path, prompt_feat=bad)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TorchArchiveError) as err:
+            torch_pickle.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert "tensor gen.prompt_feat" in message and extent in message, message
+    assert "storage archive/data/" in message and "holds 10 elements" in message, message
+    assert peak < 16 << 20, f"{peak} bytes allocated before refusing"
+
+
+def test_invalid_layouts_are_refused(tmp_path):
+    path = conds_with(tmp_path, embedding=StridedTensor(np.ones(4, np.float32), (2, -2), (1, 1)))
+    with pytest.raises(TorchArchiveError, match="tensor gen.embedding has an invalid layout"):
+        torch_pickle.load(path)
+    path = conds_with(tmp_path, embedding=StridedTensor(np.ones(4, np.float32), (2, 2), (1,)))
+    with pytest.raises(TorchArchiveError, match="invalid tensor layout"):
+        torch_pickle.load(path)
+
+
+def test_storage_claiming_more_than_its_record_is_refused_before_reading(tmp_path):
+    bad = StridedTensor(np.ones(10, np.float32), (10,), (1,), numel=10**12)
+    path = conds_with(tmp_path, embedding=bad)
+    with pytest.raises(TorchArchiveError, match=r"holds 40 bytes, 4000000000000 expected"):
+        torch_pickle.load(path)
+
+
+def test_refusals_are_value_errors_for_the_command_lines():
+    """Both CLIs print ValueError (and OSError) as one line with exit code 1."""
+    assert issubclass(UnsafePickleError, TorchArchiveError)
+    assert issubclass(TorchArchiveError, ValueError)
+    assert issubclass(UnsafePickleError, pickle.UnpicklingError)
+
+
+def test_replacement_globals_are_handed_arrays(tmp_path):
+    seen = []
+
+    def keep(x):
+        seen.append(x)
+        return x
+
+    obj = {"x": np.arange(3, dtype=np.float32)}
+    pickler_path = write_torch_zip(tmp_path / "x.pt", obj)
+    data = torch_pickle.load(pickler_path, extra_globals={"argparse.Namespace": keep})
+    np.testing.assert_array_equal(data["x"], [0, 1, 2])
+    path = write_torch_zip(
+        tmp_path / "y.pt", {}, extra_global=("argparse", "Namespace"),
+        extra_args=(np.arange(4, dtype=np.int64),),
+    )  # fmt: skip
+    torch_pickle.load(path, extra_globals={"argparse.Namespace": keep})
+    assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].tolist() == [0, 1, 2, 3]

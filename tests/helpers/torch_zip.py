@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,19 @@ STORAGE_NAMES = {
     np.dtype("uint8"): "ByteStorage",
     np.dtype("bool"): "BoolStorage",
 }
+
+
+@dataclass(frozen=True)
+class StridedTensor:
+    """A tensor written with an explicit layout over ``storage`` (1-D), which need not be
+    consistent: for the reader's refusal tests. ``numel`` is what the storage record's
+    persistent id claims (default: the storage's real size)."""
+
+    storage: np.ndarray
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int = 0
+    numel: int | None = None
 
 
 class TorchPickler:
@@ -85,6 +99,8 @@ class TorchPickler:
             out += b"u"
         elif isinstance(obj, np.ndarray):
             self.save_tensor(obj)
+        elif isinstance(obj, StridedTensor):
+            self.save_strided(obj)
         else:
             raise TypeError(f"cannot write {type(obj).__name__} into a torch archive")
 
@@ -120,17 +136,27 @@ class TorchPickler:
         if array.dtype not in STORAGE_NAMES:
             raise TypeError(f"no torch storage for dtype {array.dtype}")
         key, offset, strides, storage = self.storage_of(array)
+        self.save_layout(key, storage, offset, array.shape, strides, storage.size)
+
+    def save_strided(self, tensor: StridedTensor) -> None:
+        storage = np.ascontiguousarray(tensor.storage).reshape(-1)
+        self.storages.append(storage)
+        numel = storage.size if tensor.numel is None else tensor.numel
+        key = len(self.storages) - 1
+        self.save_layout(key, storage, tensor.offset, tensor.shape, tensor.stride, numel)
+
+    def save_layout(self, key, storage, offset, shape, strides, numel) -> None:
         self.global_("torch._utils", "_rebuild_tensor_v2")
         self.out += b"("  # the argument tuple
         self.out += b"("  # the persistent id: ('storage', type, key, location, numel)
         self.save("storage")
-        self.global_("torch", STORAGE_NAMES[array.dtype])
+        self.global_("torch", STORAGE_NAMES[storage.dtype])
         self.save(str(key))
         self.save("cpu")
-        self.save(int(storage.size))
+        self.save(int(numel))
         self.out += b"tQ"  # TUPLE, BINPERSID
         self.save(int(offset))
-        self.save(tuple(int(n) for n in array.shape))
+        self.save(tuple(int(n) for n in shape))
         self.save(tuple(int(s) for s in strides))
         self.save(False)  # requires_grad
         self.global_("collections", "OrderedDict")
