@@ -25,7 +25,14 @@ import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from benchmarks.common import best_time  # noqa: E402
-from chatterbox_mlx.models.t3 import T3, T3Cond, T3Config, load_t3, quantize_t3  # noqa: E402
+from chatterbox_mlx.models.t3 import (  # noqa: E402
+    T3,
+    Sampler,
+    T3Cond,
+    T3Config,
+    load_t3,
+    quantize_t3,
+)
 from chatterbox_mlx.weights import load_safetensors  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
 
@@ -78,10 +85,8 @@ def decode_times(model: T3, variant: str, n_tokens: int) -> tuple[list[float], i
     text = rng.integers(1, vocab, 40).tolist()
     text = mx.array([[255, *text, 0]] if variant == "cfg" else [text])
     key = mx.random.key(0)
-    if variant == "cfg":
-        steps = model.inference_steps(cond, text, max_new_tokens=n_tokens, top_p=1.0, key=key)
-    else:
-        steps = model.inference_turbo_steps(cond, text, max_gen_len=n_tokens - 1, key=key)
+    sampler = Sampler.cfg(top_p=1.0) if variant == "cfg" else Sampler.turbo()
+    steps = model.generate_steps(cond, text, sampler, max_new_tokens=n_tokens, key=key)
     stamps = [time.perf_counter()]
     for _ in steps:
         stamps.append(time.perf_counter())

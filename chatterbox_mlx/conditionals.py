@@ -16,6 +16,7 @@ and ``S3Token2Mel.embed_ref``. The component networks are passed in; nothing is 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -23,11 +24,15 @@ import mlx.core as mx
 import numpy as np
 
 from . import audio
+from .constants import S3_SR, S3GEN_SR
 from .models.t3 import T3Cond
+from .variants import CFG_PROMPT, PromptSettings, get_variant
 
-S3_SR = 16_000
-S3GEN_SR = 24_000
 DEC_COND_SECONDS = 10
+# A clip quieter than this (RMS, dBFS) holds no usable speech; quieter than the second,
+# it is probably a mistake (a muted input, the wrong file) and is accepted with a warning.
+SILENT_DBFS = -70.0
+QUIET_DBFS = -50.0
 FORMAT = "chatterbox-mlx-conds"
 
 
@@ -102,27 +107,6 @@ def _build(kind, values: dict, source: str, part: str):
         raise ValueError(f"{source}: incomplete {part} conditionals ({err})") from None
 
 
-# ---------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class PromptSettings:
-    """Per-variant constants of ``prepare_conditionals``."""
-
-    t3_prompt_seconds: int  # ENC_COND_LEN / 16 kHz
-    t3_prompt_tokens: int  # T3Config.speech_cond_prompt_len
-    normalize_loudness: bool = False
-    min_seconds: float | None = None  # the clip must be strictly longer
-
-    @classmethod
-    def for_variant(cls, variant: str) -> PromptSettings:
-        from .variants import get_variant
-
-        if get_variant(variant).t3_config in ("turbo", "nano"):
-            return cls(15, 375, normalize_loudness=True, min_seconds=5.0)
-        return cls(6, 150)
-
-
 # ---------------------------------------------------------------------------- audio in
 
 
@@ -160,7 +144,24 @@ def load_reference(source, sr: int | None = None, what: str = "reference audio")
     return audio.resample(wav, sr, S3GEN_SR)
 
 
+def _check_level(wav_24k: np.ndarray, what: str) -> None:
+    rms = float(np.sqrt(np.mean(np.square(wav_24k, dtype=np.float64))))
+    dbfs = 20 * np.log10(max(rms, 1e-12))
+    if dbfs < SILENT_DBFS:
+        raise audio.AudioError(
+            f"{what} is near-silent ({dbfs:.0f} dBFS RMS, below {SILENT_DBFS:.0f}): it holds "
+            "no speech to clone; record or pick a clip of someone speaking"
+        )
+    if dbfs < QUIET_DBFS:
+        warnings.warn(
+            f"{what} is very quiet ({dbfs:.0f} dBFS RMS); if the cloned voice sounds wrong, "
+            "use a louder recording",
+            stacklevel=3,
+        )
+
+
 def _check_length(wav_24k: np.ndarray, settings: PromptSettings, campplus, what: str) -> None:
+    _check_level(wav_24k, what)
     seconds = len(wav_24k) / S3GEN_SR
     if settings.min_seconds is not None and not seconds > settings.min_seconds:
         raise audio.AudioError(
@@ -206,7 +207,7 @@ def embed_ref(wav, sr: int, s3tokenizer, campplus) -> GenCond:
 def prepare_gen_conditionals(source, s3tokenizer, campplus, sr: int | None = None) -> GenCond:
     """``ChatterboxVC.set_target_voice``: S3Gen conditioning from the first 10 s."""
     wav = load_reference(source, sr, "target voice")
-    _check_length(wav, PromptSettings(6, 150), campplus, "target voice")
+    _check_length(wav, CFG_PROMPT, campplus, "target voice")
     return embed_ref(wav[: DEC_COND_SECONDS * S3GEN_SR], S3GEN_SR, s3tokenizer, campplus)
 
 
@@ -228,7 +229,7 @@ def prepare_conditionals(
 
     ``source``: an audio file path, or an array (``[T]`` or ``[channels, T]``) with ``sr``.
     ``norm_loudness`` only applies to Turbo/Nano (their pipeline's argument)."""
-    settings = PromptSettings.for_variant(variant)
+    settings = get_variant(variant).prompt
     wav = load_reference(source, sr)
     _check_length(wav, settings, campplus, "reference audio")
     if settings.normalize_loudness and norm_loudness:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from .checks import check_finite
 from .conditionals import GenCond
+from .constants import MEL_FRAMES_PER_TOKEN as FRAMES_PER_TOKEN
+from .constants import SAMPLES_PER_FRAME
 from .models.hift import fade_in
-
-SAMPLES_PER_FRAME = 480  # 24 kHz / 50 Hz mel frames
-FRAMES_PER_TOKEN = 2
+from .s3gen import FIX_WEIGHTS
 
 
 def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -56,12 +57,16 @@ class StreamingVocoder:
         cfm_noise: mx.array | None = None,
         phase: mx.array | None = None,
         source_noise: mx.array | None = None,
+        key: mx.array | None = None,
+        hift_key: mx.array | None = None,
     ):
         """``cfm_noise`` ``[1, P + F, 80]`` (P prompt frames, then the generated frames in
         order), ``phase`` ``[1, harmonics]`` and ``source_noise`` ``[1, 480 F, harmonics]``
         fix the random draws by absolute position, so that a stream can be compared with
-        a one-shot rendering given the same draws; each is drawn per chunk when absent."""
+        a one-shot rendering given the same draws; each is drawn per chunk when absent,
+        from ``key`` (flow) and ``hift_key`` (HiFT) when given, else from ``mx.random``."""
         self.s3gen = s3gen
+        self.key, self.hift_key = key, hift_key
         self.cfm_noise, self.phase, self.source_noise = cfm_noise, phase, source_noise
         self.n_timesteps = n_timesteps
         self.context_tokens = context_tokens
@@ -121,6 +126,9 @@ class StreamingVocoder:
                 ],
                 axis=1,
             )
+        key = None
+        if self.key is not None:
+            self.key, key = mx.random.split(self.key)
         mel = self.s3gen.flow(
             mx.array(self.tokens[self.rendered :], dtype=mx.int32),
             prompt_tokens=mx.array(prompt_tokens),
@@ -129,7 +137,9 @@ class StreamingVocoder:
             noise=noise,
             n_timesteps=self.n_timesteps,
             finalize=finalize,
+            key=key,
         )
+        check_finite(mel, "the S3Gen flow's mel", FIX_WEIGHTS)
         return np.asarray(mel[0], np.float32)
 
     def _render(self, finalize: bool) -> np.ndarray:
@@ -146,9 +156,15 @@ class StreamingVocoder:
             end = first_sample + SAMPLES_PER_FRAME * len(mel_in)
             _check_covers("source_noise", self.source_noise, end, "960 per speech token")
             noise = self.source_noise[:, first_sample:end]
+        key = None
+        if self.hift_key is not None:
+            self.hift_key, key = mx.random.split(self.hift_key)
+            if self.phase is None:  # one initial phase for the whole stream
+                self.phase = self.s3gen.hift_draws(1, *mx.random.split(key, 2))[0]
         wav, source = self.s3gen.hift_inference(
-            mx.array(mel_in[None]), cache_source=cache, phase=self.phase, noise=noise
+            mx.array(mel_in[None]), cache_source=cache, phase=self.phase, noise=noise, key=key
         )
+        check_finite(wav, "HiFT's waveform", FIX_WEIGHTS)
         if first:
             wav = fade_in(wav)
         wav = np.asarray(wav[0], np.float32)

@@ -1,35 +1,50 @@
 """The pipelines users touch: ``ChatterboxTTS``, ``ChatterboxTurboTTS`` (``nano=True``),
 ``ChatterboxMultilingualTTS`` and ``ChatterboxVC``.
 
-They mirror upstream's classes (same names, entry points and generation defaults), so a
-script ports by changing the import. Components keep upstream's names: ``model.t3``,
-``model.s3gen`` (``embed_ref``, ``flow_inference``, ``hift_inference``, ``inference``,
-``tokenizer``), ``model.ve``, ``model.tokenizer``, ``model.conds`` (``.t3``, ``.gen``).
+One pipeline (``TTSPipeline``) runs every text-to-speech variant; what differs between
+them is data in ``variants.Variant`` (text front end, voice prompt, defaults, sampler,
+tail tokens, flow steps). The public classes only keep upstream's names, constructors and
+``generate`` keywords, so a script ports by changing the import. Components keep
+upstream's names: ``model.t3``, ``model.s3gen``, ``model.ve``, ``model.tokenizer``,
+``model.conds`` (``.t3``, ``.gen``).
 
 Outputs are float32 24 kHz waveforms ``[1, samples]`` (``mx.array``), Perth-watermarked
 by default as upstream does (``watermark=False`` to opt out).
+
+Threads: one model object may serve several threads. Each call resolves its voice,
+exaggeration and random key once, at its start, and keeps them to its end; the MLX
+computation itself runs one call at a time per process (``COMPUTE_LOCK``; a stream takes
+it per chunk, so streams interleave). Upstream's sequential semantics stay: a prompt
+passed to ``generate`` becomes the model's voice for later calls that pass none.
 """
 
 from __future__ import annotations
 
-import itertools
+import inspect
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
+from . import params as params_mod
 from . import text as text_mod
-from .conditionals import Conditionals, prepare_conditionals, prepare_gen_conditionals
+from .checks import check_finite
+from .conditionals import Conditionals, GenCond, prepare_conditionals, prepare_gen_conditionals
+from .constants import S3GEN_SR, SAMPLES_PER_TOKEN, SPEECH_VOCAB_SIZE
+from .devices import use_device
 from .models.t3 import T3Cond
 from .progress import NULL_PROGRESS, Progress
-from .s3gen import S3GEN_SIL, S3GEN_SR, SAMPLES_PER_TOKEN, S3Gen, drop_invalid_tokens
+from .s3gen import S3Gen
 from .streaming import StreamingVocoder
+from .variants import Variant, get_variant
 
 MAX_CHUNK_CHARS = 300  # long text is split at sentence ends into chunks of at most this
 JOIN_PAUSE_S = 0.1  # silence between long-text chunks (each already fades in and out)
+COMPUTE_LOCK = threading.RLock()  # MLX computes one call (or stream chunk) at a time
 
 
 def _fade_out(wav: np.ndarray, sr: int = S3GEN_SR, seconds: float = 0.01) -> np.ndarray:
@@ -52,144 +67,256 @@ def _as_output(wav: np.ndarray) -> mx.array:
     return mx.array(np.asarray(wav, dtype=np.float32)[None, :])
 
 
-class _Pipeline:
-    """What every text-to-speech variant shares; subclasses set the variant's text
-    handling and T3 call."""
+def _call_key(seed: int | None) -> mx.array:
+    """The call's root key: from ``seed``, else one draw of MLX's global generator (so
+    ``mx.random.seed`` still makes unseeded calls reproducible)."""
+    if seed is None:
+        seed = int(mx.random.randint(0, 2**31 - 1, ()).item())
+    elif isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise params_mod.ParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    return mx.random.key(int(seed))
 
-    variant = "english"
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of text to speak: its T3 input and its random key."""
+
+    text: str
+    tokens: mx.array  # [1, N] text token ids as T3 reads them
+    key: mx.array
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything a call resolved at its start and keeps to its end."""
+
+    chunks: tuple[Chunk, ...]
+    conds: Conditionals
+    params: dict
+    watermark: bool
+    progress: Progress
+
+
+class TTSPipeline:
+    """Text -> speech for any variant; see the module docstring."""
+
+    VARIANT = "english"
     sr = S3GEN_SR
-    punc_variant = "english"
 
-    def __init__(self, t3, s3gen: S3Gen, ve, tokenizer, conds: Conditionals | None = None):
+    def __init__(self, t3, s3gen: S3Gen, ve, tokenizer, device=None,
+                 conds: Conditionals | None = None, *,
+                 variant: str | Variant | None = None):  # fmt: skip
         self.t3 = t3
         self.s3gen = s3gen
         self.ve = ve
         self.tokenizer = tokenizer
+        self.device = use_device(device)
         self.conds = conds
-        self.last_stats: dict = {}
+        self.variant = (
+            variant if isinstance(variant, Variant) else get_variant(variant or self.VARIANT)
+        )
+        self.last_stats: dict = {}  # of the last finished call (informational)
 
     # ---- loading ------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name: str | Path | None = None, quantize: int | None = None,
-                        revision: str | None = None, variant: str | None = None):  # fmt: skip
-        """Load a converted MLX directory, a hub repo with converted weights, or an original
-        Resemble AI repo / directory (converted on first use and cached)."""
+    def _load(cls, name, variant: str, device=None, quantize: int | None = None,
+              revision: str | None = None):  # fmt: skip
         from .hub import load_components
 
-        variant = variant or cls.variant
-        components = load_components(name or _default_repo(variant), variant, revision=revision)
-        return cls._from_components(components, quantize)
+        use_device(device)
+        components = load_components(name or get_variant(variant).repo_id, variant,
+                                     revision=revision)  # fmt: skip
+        return cls._from_components(components, quantize, device)
 
     @classmethod
-    def from_local(cls, ckpt_dir: str | Path, quantize: int | None = None):
-        return cls.from_pretrained(Path(ckpt_dir), quantize=quantize)
+    def from_pretrained(cls, device=None, *, name: str | Path | None = None,
+                        quantize: int | None = None, revision: str | None = None):  # fmt: skip
+        """Upstream's ``from_pretrained(device)``. ``name``: a converted MLX directory, a
+        hub repo with converted weights, or an original Resemble AI repo / directory
+        (converted on first use and cached); default: the variant's Resemble AI repo."""
+        return cls._load(name, cls.VARIANT, device, quantize, revision)
 
     @classmethod
-    def _from_components(cls, c, quantize: int | None = None):
+    def from_local(cls, ckpt_dir: str | Path, device=None, *, quantize: int | None = None):
+        """Upstream's ``from_local(ckpt_dir, device)``: an original or converted directory."""
+        return cls._load(Path(ckpt_dir), cls.VARIANT, device, quantize)
+
+    @classmethod
+    def _from_components(cls, c, quantize: int | None = None, device=None):
         if quantize:
             from .models.t3 import quantize_t3
 
             quantize_t3(c.t3, bits=quantize, group_size=64)
         s3gen = S3Gen(c.flow, c.hift, c.s3tokenizer, c.campplus, meanflow=c.variant.meanflow)
-        tokenizer = _load_text_tokenizer(c.variant.name, c.path)
-        model = cls(c.t3, s3gen, c.voice_encoder, tokenizer, conds=c.conds)
-        model.variant = c.variant.name
-        model.generation_defaults = c.generation
-        return model
+        tokenizer = _load_text_tokenizer(c.variant, c.path)
+        return cls(c.t3, s3gen, c.voice_encoder, tokenizer, device, c.conds, variant=c.variant)
 
-    # ---- conditioning -------------------------------------------------------------------
+    # ---- voice --------------------------------------------------------------------------
 
     def prepare_conditionals(self, wav_fpath, exaggeration: float = 0.5, **kwargs) -> None:
         """Clone a voice from a clip (path, or array with ``sr=``); sets ``self.conds``."""
-        self.conds = prepare_conditionals(
-            wav_fpath,
-            s3tokenizer=self.s3gen.tokenizer,
-            campplus=self.s3gen.speaker_encoder,
-            voice_encoder=self.ve,
-            variant=self.variant,
-            exaggeration=exaggeration,
-            **kwargs,
-        )
+        self.conds = self.prepare_voice(wav_fpath, exaggeration=exaggeration, **kwargs)
 
-    def _conds_for(self, audio_prompt_path, exaggeration, **kwargs) -> Conditionals:
-        if audio_prompt_path:
-            self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration, **kwargs)
-        if self.conds is None:
+    def prepare_voice(self, wav_fpath, exaggeration: float = 0.5, norm_loudness: bool = True,
+                      sr: int | None = None) -> Conditionals:  # fmt: skip
+        """Like ``prepare_conditionals`` but returns the voice instead of keeping it, for
+        passing as ``voice=`` to one call (a server serving several voices)."""
+        with COMPUTE_LOCK:
+            return prepare_conditionals(
+                wav_fpath,
+                s3tokenizer=self.s3gen.tokenizer,
+                campplus=self.s3gen.speaker_encoder,
+                voice_encoder=self.ve,
+                variant=self.variant.name,
+                exaggeration=exaggeration,
+                norm_loudness=norm_loudness,
+                sr=sr,
+            )
+
+    def _resolve_voice(self, audio_prompt_path, voice, params: dict) -> Conditionals:
+        """The voice of one call: ``voice`` (this call only), else a clip (which becomes
+        the model's voice, as upstream), else the model's voice; with its exaggeration."""
+        exaggeration = params.get("exaggeration", 0.5)
+        if voice is not None:
+            conds = voice
+        elif audio_prompt_path:
+            kwargs = {"norm_loudness": params["norm_loudness"]} if "norm_loudness" in params else {}
+            conds = self.prepare_voice(audio_prompt_path, exaggeration=exaggeration, **kwargs)
+            self.conds = conds
+        else:
+            conds = self.conds
+        if conds is None:
             raise ValueError(
                 "no voice: this model has no built-in voice; pass audio_prompt_path= or call "
                 "prepare_conditionals() first"
             )
-        return self.conds
+        if not isinstance(conds, Conditionals) or conds.t3 is None:
+            raise TypeError("voice= takes a Conditionals with a T3 part (see prepare_voice)")
+        if "exaggeration" in self.variant.generation:
+            conds = self._with_exaggeration(conds, float(exaggeration), keep=voice is None)
+        return conds
 
-    # ---- text -> tokens -----------------------------------------------------------------
+    def _with_exaggeration(self, conds: Conditionals, exaggeration: float, keep: bool):
+        current = conds.t3.emotion_adv
+        current = float(np.asarray(current).reshape(-1)[0]) if current is not None else None
+        if current == exaggeration:
+            return conds
+        t3 = replace(conds.t3, emotion_adv=exaggeration * mx.ones((1, 1, 1)))
+        conds = Conditionals(t3, conds.gen)
+        if keep:  # upstream updates the model's voice
+            self.conds = conds
+        return conds
 
-    def _text_tokens(self, text: str, **kwargs) -> mx.array:
-        ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant), strict=True)
-        return self._framed(ids)
+    # ---- text ---------------------------------------------------------------------------
 
-    def _framed(self, ids: list[int]) -> mx.array:
-        """``[1, N]``: the ids between T3's start and stop text tokens (as upstream pads)."""
+    def _encode(self, text: str, language_id: str | None) -> mx.array:
+        frontend = self.variant.text_frontend
+        normalized = text_mod.punc_norm(text, frontend)
+        if frontend == "turbo":
+            return mx.array([self.tokenizer.encode(normalized)], dtype=mx.int32)
+        if frontend == "multilingual":
+            ids = self.tokenizer.encode(normalized, language_id, strict=True)
+        else:
+            ids = self.tokenizer.encode(normalized, strict=True)
         cfg = self.t3.config
         return mx.array([[cfg.start_text_token, *ids, cfg.stop_text_token]], dtype=mx.int32)
 
-    # ---- generation ---------------------------------------------------------------------
+    def _check_language(self, language_id: str | None) -> str | None:
+        if self.variant.needs_language:
+            return text_mod.check_language(language_id)
+        if language_id is not None:
+            import warnings
 
-    def _finish_tokens(self, tokens: mx.array) -> mx.array:
-        return drop_invalid_tokens(tokens)
+            warnings.warn(
+                f"language_id={language_id!r} is not used by {self.variant.name}: only the "
+                "multilingual model takes a language",
+                stacklevel=4,
+            )
+        return None
 
-    def _trim_output(self, wav: np.ndarray, n_tokens: int) -> np.ndarray:
-        return wav
+    # ---- one call -----------------------------------------------------------------------
 
-    def _params(self, overrides: dict) -> dict:
-        params = dict(getattr(self, "generation_defaults", {}) or self.DEFAULTS)
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        return params
-
-    def _check_text(self, text) -> str:
+    def _request(self, text, audio_prompt_path, voice, seed, given: dict, language_id,
+                 watermark: bool, progress) -> Request:  # fmt: skip
+        """Checks everything (parameters, language, every chunk's text) before any work."""
         if not isinstance(text, str) or not text.strip():
             raise text_mod.TextError("text is empty or only whitespace: give some words to speak")
-        return text
+        params = params_mod.resolve(self.variant, given)
+        language_id = self._check_language(language_id)
+        key = _call_key(seed)
+        pieces = text_mod.chunk_text(text, MAX_CHUNK_CHARS)
+        keys = mx.random.split(key, len(pieces))
+        chunks = tuple(
+            Chunk(piece, self._encode(piece, language_id), keys[i])
+            for i, piece in enumerate(pieces)
+        )
+        conds = self._resolve_voice(audio_prompt_path, voice, params)
+        for chunk in chunks:
+            limit = self.t3.max_new_tokens_for(conds.t3, chunk.tokens)
+            if params["max_new_tokens"] > limit:
+                raise params_mod.ParameterError(
+                    f"max_new_tokens must be at most {limit} for this model and text, got "
+                    f"{params['max_new_tokens']}"
+                )
+        return Request(chunks, conds, params, watermark, progress or NULL_PROGRESS)
 
-    def _one_chunk(self, text: str, conds, params: dict, progress: Progress) -> np.ndarray:
-        text_tokens = self._text_tokens(text, **params)
-        started = time.perf_counter()
-        tokens = self._speech_tokens(text_tokens, conds, params, progress)
-        t3_time = time.perf_counter() - started
-        tokens = self._finish_tokens(tokens)
-        if tokens.size == 0:
+    def _sampler(self, params: dict):
+        names = inspect.signature(self.variant.sampler).parameters
+        return self.variant.sampler(**{k: params[k] for k in params if k in names})
+
+    def _speech_steps(self, request: Request, chunk: Chunk, t3_key: mx.array):
+        return self.t3.generate_steps(
+            request.conds.t3,
+            chunk.tokens,
+            self._sampler(request.params),
+            max_new_tokens=request.params["max_new_tokens"],
+            key=t3_key,
+        )
+
+    def _speech_tokens(self, request: Request, chunk: Chunk, t3_key: mx.array) -> list[int]:
+        """The chunk's speech ids (stop and other special ids dropped)."""
+        tokens = []
+        with request.progress.task("speech tokens", request.params["max_new_tokens"]) as advance:
+            for step in self._speech_steps(request, chunk, t3_key):
+                if step.token < SPEECH_VOCAB_SIZE:
+                    tokens.append(step.token)
+                advance(1)
+        if not tokens:
             raise RuntimeError("T3 produced no speech tokens for this text")
-        wav, _ = self.s3gen.inference(tokens, conds.gen, n_cfm_timesteps=params["n_cfm_timesteps"])
+        return tokens
+
+    def _render(self, tokens: list[int], gen: GenCond, flow_key, hift_key) -> np.ndarray:
+        speech = mx.array([*tokens, *self.variant.tail_tokens], dtype=mx.int32)
+        wav, _ = self.s3gen.inference(speech, gen, self.variant.flow_steps, key=flow_key,
+                                      hift_key=hift_key)  # fmt: skip
         wav = np.asarray(wav[0], dtype=np.float32)
+        if self.variant.drop_last_token_audio:
+            wav = wav[: max(1, len(tokens) - 1) * SAMPLES_PER_TOKEN]
+        return wav
+
+    def _one_chunk(self, request: Request, chunk: Chunk) -> np.ndarray:
+        t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
+        started = time.perf_counter()
+        tokens = self._speech_tokens(request, chunk, t3_key)
+        t3_time = time.perf_counter() - started
+        wav = self._render(tokens, request.conds.gen, flow_key, hift_key)
         self.last_stats = {
-            "speech tokens": int(tokens.size),
-            "T3 tokens/s": f"{tokens.size / max(t3_time, 1e-9):.1f}",
+            "speech tokens": len(tokens) + len(self.variant.tail_tokens),
+            "T3 tokens/s": f"{len(tokens) / max(t3_time, 1e-9):.1f}",
         }
-        return self._trim_output(wav, int(tokens.size))
+        return wav
 
-    def _setup(self, text, audio_prompt_path, seed, params) -> tuple[dict, Conditionals]:
-        """Checks, parameters with defaults, seeding and the voice, for one generation."""
-        self._check_text(text)
-        params = self._params(params)
-        if seed is not None:
-            mx.random.seed(seed)
-        exaggeration = params.get("exaggeration", 0.5)
-        conds = self._conds_for(audio_prompt_path, exaggeration, **self._cond_kwargs(params))
-        return params, self._with_exaggeration(conds, params)
+    def _finish(self, wav: np.ndarray, request: Request) -> mx.array:
+        check_finite(wav, "the generated waveform", "no file was written")
+        return _as_output(_watermark(wav, request.watermark))
 
-    def generate(self, text: str, audio_prompt_path=None, seed: int | None = None,
-                 watermark: bool = True, progress: Progress | None = None,
-                 **params) -> mx.array:  # fmt: skip
-        """Text -> waveform ``[1, samples]`` at 24 kHz. Parameters not given take the
-        variant's upstream defaults (``self.DEFAULTS``); ``seed`` makes the result
-        reproducible. Long text is split at sentence ends and joined with short pauses."""
-        params, conds = self._setup(text, audio_prompt_path, seed, params)
-        progress = progress or NULL_PROGRESS
-        chunks = text_mod.chunk_text(text, MAX_CHUNK_CHARS)
+    def _generate(self, request: Request) -> mx.array:
         pieces = []
-        with progress.task("chunks", len(chunks)) as advance:
+        chunks = request.chunks
+        with COMPUTE_LOCK, request.progress.task("chunks", len(chunks)) as advance:
             for i, chunk in enumerate(chunks):
-                wav = self._one_chunk(chunk, conds, params, progress)
+                wav = self._one_chunk(request, chunk)
                 if len(chunks) > 1:
                     pieces.append(_fade_out(wav))
                     if i + 1 < len(chunks):
@@ -197,187 +324,161 @@ class _Pipeline:
                 else:
                     pieces.append(wav)
                 advance(1)
-        wav = np.concatenate(pieces)
-        return _as_output(_watermark(wav, watermark))
+        return self._finish(np.concatenate(pieces), request)
 
-    def generate_batch(self, texts: list[str], **kwargs) -> list[mx.array]:
-        """Several texts with the same voice and settings, one waveform each."""
-        return [self.generate(t, **kwargs) for t in texts]
+    # ---- public entry points ------------------------------------------------------------
 
-    def generate_stream(self, text: str, audio_prompt_path=None, seed: int | None = None,
-                        watermark: bool = True, progress: Progress | None = None,
-                        chunk_tokens: int = 25, **params) -> Iterator[mx.array]:  # fmt: skip
+    def generate(self, text: str, audio_prompt_path=None, *, repetition_penalty=None,
+                 min_p=None, top_p=None, exaggeration=None, cfg_weight=None, temperature=None,
+                 top_k=None, norm_loudness=None, max_new_tokens=None, language_id=None,
+                 seed: int | None = None, watermark: bool = True,
+                 progress: Progress | None = None, voice: Conditionals | None = None,
+                 ) -> mx.array:  # fmt: skip
+        """Text -> waveform ``[1, samples]`` at 24 kHz.
+
+        Takes every keyword of upstream's ``generate``; parameters not given take the
+        variant's upstream defaults (``model.variant.generation``). ``seed`` makes the
+        result reproducible whatever else runs; ``voice`` (from ``prepare_voice``) is
+        used for this call only. Long text is split at sentence ends and joined with
+        short pauses."""
+        given = dict(repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p,
+                     exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
+                     top_k=top_k, norm_loudness=norm_loudness,
+                     max_new_tokens=max_new_tokens)  # fmt: skip
+        request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
+                                watermark, progress)  # fmt: skip
+        return self._generate(request)
+
+    def generate_batch(self, texts: list[str], audio_prompt_path=None, *,
+                       seed: int | None = None, **kwargs) -> list[mx.array]:  # fmt: skip
+        """Several texts with the same voice and settings, one waveform each (text ``i``
+        with seed ``seed + i`` when a seed is given)."""
+        if isinstance(texts, str) or not texts:
+            raise text_mod.TextError("generate_batch takes a non-empty list of texts")
+        voice = kwargs.pop("voice", None)
+        if voice is None and audio_prompt_path:
+            voice = self.prepare_voice(audio_prompt_path, **_voice_kwargs(kwargs))
+            self.conds = voice
+        seeds = [None if seed is None else seed + i for i in range(len(texts))]
+        return [
+            self.generate(t, voice=voice, seed=s, **kwargs)
+            for t, s in zip(texts, seeds, strict=True)
+        ]
+
+    def generate_stream(self, text: str, audio_prompt_path=None, *, chunk_tokens: int = 25,
+                        seed: int | None = None, watermark: bool = True,
+                        progress: Progress | None = None, voice: Conditionals | None = None,
+                        language_id=None, **given) -> Iterator[mx.array]:  # fmt: skip
         """Yield waveform chunks ``[1, n]`` while T3 is still generating.
 
         Every ``chunk_tokens`` new speech tokens go through the flow with the previous
         tokens' mel as extra prompt (bounded context, so the total cost grows linearly)
         and through HiFT with its source cache and a cross-fade (see ``streaming``).
-        Watermarking, when on, is applied per chunk."""
-        params, conds = self._setup(text, audio_prompt_path, seed, params)
-        progress = progress or NULL_PROGRESS
-        for chunk_text in text_mod.chunk_text(text, MAX_CHUNK_CHARS):
-            vocoder = StreamingVocoder(self.s3gen, conds.gen, params["n_cfm_timesteps"])
-            for tokens in self._token_stream(self._text_tokens(chunk_text, **params), conds,
-                                             params, chunk_tokens):  # fmt: skip
-                wav = vocoder.push(tokens)
-                if wav.size:
-                    yield _as_output(_watermark(wav, watermark))
-            tail = vocoder.finish(self._tail_tokens())
+        Given the same seed, T3 speaks the same tokens as ``generate``. Watermarking,
+        when on, is applied per chunk. Everything is checked before the first chunk."""
+        if int(chunk_tokens) != chunk_tokens or chunk_tokens < 1:
+            raise params_mod.ParameterError(
+                f"chunk_tokens must be an integer >= 1, got {chunk_tokens}"
+            )
+        request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
+                                watermark, progress)  # fmt: skip
+        return self._locked(self._stream(request, int(chunk_tokens)))
+
+    @staticmethod
+    def _locked(stream: Iterator[mx.array]) -> Iterator[mx.array]:
+        """Compute each item under ``COMPUTE_LOCK``, released while the consumer runs."""
+        while True:
+            with COMPUTE_LOCK:
+                item = next(stream, None)
+            if item is None:
+                return
+            yield item
+
+    def _stream(self, request: Request, chunk_tokens: int) -> Iterator[mx.array]:
+        for chunk in request.chunks:
+            t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
+            vocoder = StreamingVocoder(self.s3gen, request.conds.gen, self.variant.flow_steps,
+                                       key=flow_key, hift_key=hift_key)  # fmt: skip
+            pending: list[int] = []
+            for step in self._speech_steps(request, chunk, t3_key):
+                if step.token < SPEECH_VOCAB_SIZE:
+                    pending.append(step.token)
+                if len(pending) >= chunk_tokens:
+                    if (wav := vocoder.push(pending)).size:
+                        yield self._finish(wav, request)
+                    pending = []
+            vocoder.push(pending) if pending else None
+            if not vocoder.tokens:
+                raise RuntimeError("T3 produced no speech tokens for this text")
+            tail = vocoder.finish(list(self.variant.tail_tokens))
+            if self.variant.drop_last_token_audio:
+                tail = tail[: max(0, len(tail) - SAMPLES_PER_TOKEN)]
             if tail.size:
-                yield _as_output(_watermark(tail, watermark))
-
-    def _tail_tokens(self) -> list[int]:
-        return []
-
-    def _token_stream(self, text_tokens, conds, params, chunk_tokens) -> Iterator[list[int]]:
-        """Groups of ``chunk_tokens`` valid speech ids as T3 samples them."""
-        pending: list[int] = []
-        for step in self._steps(text_tokens, conds, params):
-            token = int(step.token)
-            if token < 6561:
-                pending.append(token)
-            if len(pending) >= chunk_tokens:
-                yield pending
-                pending = []
-        if pending:
-            yield pending
-
-    def _cond_kwargs(self, params: dict) -> dict:
-        return {}
-
-    def _with_exaggeration(self, conds: Conditionals, params: dict) -> Conditionals:
-        return conds
+                yield self._finish(tail, request)
 
 
-class ChatterboxTTS(_Pipeline):
+def _voice_kwargs(kwargs: dict) -> dict:
+    out = {}
+    if kwargs.get("exaggeration") is not None:
+        out["exaggeration"] = kwargs["exaggeration"]
+    if kwargs.get("norm_loudness") is not None:
+        out["norm_loudness"] = kwargs["norm_loudness"]
+    return out
+
+
+class ChatterboxTTS(TTSPipeline):
     """English (Llama T3 with CFG, 10-step flow)."""
 
-    variant = "english"
-    punc_variant = "english"
-    DEFAULTS = dict(exaggeration=0.5, cfg_weight=0.5, temperature=0.8, repetition_penalty=1.2,
-                    min_p=0.05, top_p=1.0, max_new_tokens=1000, n_cfm_timesteps=10)  # fmt: skip
-
-    def _with_exaggeration(self, conds: Conditionals, params: dict) -> Conditionals:
-        exaggeration = float(params.get("exaggeration", 0.5))
-        current = conds.t3.emotion_adv
-        current = float(np.asarray(current).reshape(-1)[0]) if current is not None else None
-        if current != exaggeration:
-            t3 = replace(conds.t3, emotion_adv=exaggeration * mx.ones((1, 1, 1)))
-            conds = Conditionals(t3, conds.gen)
-            self.conds = conds
-        return conds
-
-    def _t3_kwargs(self, params: dict) -> dict:
-        return dict(
-            max_new_tokens=params["max_new_tokens"],
-            temperature=params["temperature"],
-            cfg_weight=params["cfg_weight"],
-            repetition_penalty=params["repetition_penalty"],
-            min_p=params["min_p"],
-            top_p=params["top_p"],
-        )
-
-    def _steps(self, text_tokens, conds, params):
-        return self.t3.inference_steps(conds.t3, text_tokens, **self._t3_kwargs(params))
-
-    def _speech_tokens(self, text_tokens, conds, params, progress, callback=None):
-        tokens = []
-        with progress.task("speech tokens", params["max_new_tokens"]) as advance:
-            for step in self._steps(text_tokens, conds, params):
-                tokens.append(int(step.token))
-                advance(1)
-        return mx.array(tokens, dtype=mx.int32)
+    VARIANT = "english"
 
 
-class ChatterboxMultilingualTTS(ChatterboxTTS):
+class ChatterboxMultilingualTTS(TTSPipeline):
     """23 languages (``language_id`` required); ``t3_model="v2"`` (default) or ``"v3"``."""
 
-    variant = "multilingual"
-    punc_variant = "multilingual"
+    VARIANT = "multilingual"
 
     @classmethod
-    def from_pretrained(cls, name=None, quantize=None, revision=None, t3_model: str = "v2"):
-        variant = {"v2": "multilingual", "v3": "multilingual-v3"}.get(t3_model)
-        if variant is None:
-            raise ValueError(f"unknown t3_model {t3_model!r}; use 'v2' or 'v3'")
-        return super().from_pretrained(name, quantize, revision, variant=variant)
+    def from_pretrained(cls, device=None, *, name=None, quantize=None, revision=None,
+                        t3_model: str = "v2"):  # fmt: skip
+        return cls._load(name, _multilingual_variant(t3_model), device, quantize, revision)
+
+    @classmethod
+    def from_local(cls, ckpt_dir, device=None, *, quantize=None, t3_model: str = "v2"):
+        return cls._load(Path(ckpt_dir), _multilingual_variant(t3_model), device, quantize)
 
     @classmethod
     def get_supported_languages(cls) -> dict[str, str]:
         return dict(text_mod.SUPPORTED_LANGUAGES)
 
-    def _text_tokens(self, text: str, language_id=None, **kwargs) -> mx.array:
-        language_id = text_mod.check_language(language_id)
-        text = text_mod.punc_norm(text, self.punc_variant)
-        return self._framed(self.tokenizer.encode(text, language_id, strict=True))
+    def generate(self, text: str, language_id: str | None = None, audio_prompt_path=None,
+                 **kwargs) -> mx.array:  # fmt: skip
+        return super().generate(text, audio_prompt_path, language_id=language_id, **kwargs)
 
-    def generate(self, text: str, language_id: str | None = None, **kwargs) -> mx.array:
-        text_mod.check_language(language_id)
-        return super().generate(text, language_id=language_id, **kwargs)
-
-    def generate_stream(self, text: str, language_id: str | None = None, **kwargs):
-        text_mod.check_language(language_id)
-        return super().generate_stream(text, language_id=language_id, **kwargs)
-
-    def _trim_output(self, wav: np.ndarray, n_tokens: int) -> np.ndarray:
-        # Upstream HEAD drops the last token's audio (~40 ms of noise just before EOS).
-        return wav[: max(1, n_tokens - 1) * SAMPLES_PER_TOKEN]
+    def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path=None,
+                        **kwargs):  # fmt: skip
+        return super().generate_stream(text, audio_prompt_path, language_id=language_id, **kwargs)
 
 
-class ChatterboxTurboTTS(_Pipeline):
+def _multilingual_variant(t3_model: str) -> str:
+    variant = {"v2": "multilingual", "v3": "multilingual-v3"}.get(t3_model)
+    if variant is None:
+        raise ValueError(f"unknown t3_model {t3_model!r}; use 'v2' or 'v3'")
+    return variant
+
+
+class ChatterboxTurboTTS(TTSPipeline):
     """Turbo (GPT-2 medium T3, 2 meanflow steps); ``nano=True`` for Nano (GPT-2 small)."""
 
-    variant = "turbo"
-    punc_variant = "turbo"
-    DEFAULTS = dict(temperature=0.8, top_k=1000, top_p=0.95, repetition_penalty=1.2,
-                    max_new_tokens=1000, n_cfm_timesteps=2, norm_loudness=True)  # fmt: skip
+    VARIANT = "turbo"
 
     @classmethod
-    def from_pretrained(cls, name=None, quantize=None, revision=None, nano: bool = False):
-        variant = "nano" if nano else "turbo"
-        return super().from_pretrained(name, quantize, revision, variant=variant)
+    def from_pretrained(cls, device=None, *, name=None, quantize=None, revision=None,
+                        nano: bool = False):  # fmt: skip
+        return cls._load(name, "nano" if nano else "turbo", device, quantize, revision)
 
     @classmethod
-    def from_local(cls, ckpt_dir: str | Path, quantize: int | None = None, nano: bool = False):
-        return cls.from_pretrained(Path(ckpt_dir), quantize=quantize, nano=nano)
-
-    def _text_tokens(self, text: str, **kwargs) -> mx.array:
-        ids = self.tokenizer.encode(text_mod.punc_norm(text, self.punc_variant))
-        return mx.array([ids], dtype=mx.int32)
-
-    def _cond_kwargs(self, params: dict) -> dict:
-        return {"norm_loudness": bool(params.get("norm_loudness", True))}
-
-    def _steps(self, text_tokens, conds, params):
-        # Upstream's loop samples one token before its max_gen_len steps; cap the count
-        # so that max_new_tokens means what it says.
-        steps = self.t3.inference_turbo_steps(
-            conds.t3,
-            text_tokens,
-            temperature=params["temperature"],
-            top_k=params["top_k"],
-            top_p=params["top_p"],
-            repetition_penalty=params["repetition_penalty"],
-            max_gen_len=params["max_new_tokens"],
-        )
-        return itertools.islice(steps, params["max_new_tokens"])
-
-    def _speech_tokens(self, text_tokens, conds, params, progress, callback=None):
-        tokens = []
-        stop = self.t3.config.stop_speech_token
-        with progress.task("speech tokens", params["max_new_tokens"]) as advance:
-            for step in self._steps(text_tokens, conds, params):
-                if int(step.token) != stop:
-                    tokens.append(int(step.token))
-                advance(1)
-        return mx.array(tokens, dtype=mx.int32)
-
-    def _finish_tokens(self, tokens: mx.array) -> mx.array:
-        tokens = drop_invalid_tokens(tokens)
-        return mx.concatenate([tokens, mx.array([S3GEN_SIL] * 3, dtype=mx.int32)])
-
-    def _tail_tokens(self) -> list[int]:
-        return [S3GEN_SIL] * 3
+    def from_local(cls, ckpt_dir, device=None, *, quantize=None, nano: bool = False):
+        return cls._load(Path(ckpt_dir), "nano" if nano else "turbo", device, quantize)
 
 
 class ChatterboxVC:
@@ -385,58 +486,67 @@ class ChatterboxVC:
 
     sr = S3GEN_SR
 
-    def __init__(self, s3gen: S3Gen, ref_dict=None):
+    def __init__(self, s3gen: S3Gen, device=None, ref_dict=None):
         self.s3gen = s3gen
-        self.ref_dict = ref_dict
+        self.device = use_device(device)
+        self.ref_dict = _as_gen_cond(ref_dict)
 
     @classmethod
-    def from_pretrained(cls, name: str | Path | None = None, revision: str | None = None):
+    def from_pretrained(cls, device=None, *, name: str | Path | None = None,
+                        revision: str | None = None):  # fmt: skip
         from .hub import load_components
 
-        c = load_components(name or _default_repo("english"), "english", revision=revision,
+        use_device(device)
+        c = load_components(name or get_variant("english").repo_id, "english", revision=revision,
                             networks=("flow", "hift", "s3tokenizer", "campplus"))  # fmt: skip
         s3gen = S3Gen(c.flow, c.hift, c.s3tokenizer, c.campplus, meanflow=False)
-        return cls(s3gen, c.conds.gen if c.conds is not None else None)
+        return cls(s3gen, device, c.conds.gen if c.conds is not None else None)
 
     @classmethod
-    def from_local(cls, ckpt_dir: str | Path):
-        return cls.from_pretrained(Path(ckpt_dir))
+    def from_local(cls, ckpt_dir: str | Path, device=None):
+        return cls.from_pretrained(device, name=Path(ckpt_dir))
 
     def set_target_voice(self, wav_fpath, sr: int | None = None) -> None:
-        self.ref_dict = prepare_gen_conditionals(
-            wav_fpath, self.s3gen.tokenizer, self.s3gen.speaker_encoder, sr=sr
-        )
+        with COMPUTE_LOCK:
+            self.ref_dict = prepare_gen_conditionals(
+                wav_fpath, self.s3gen.tokenizer, self.s3gen.speaker_encoder, sr=sr
+            )
 
-    def generate(self, audio, target_voice_path=None, watermark: bool = True,
-                 seed: int | None = None, sr: int | None = None, **_) -> mx.array:  # fmt: skip
+    def generate(self, audio, target_voice_path=None, *, watermark: bool = True,
+                 seed: int | None = None, sr: int | None = None) -> mx.array:  # fmt: skip
         """``audio``: the speech to convert (path, or array with ``sr=``)."""
         from . import audio as audio_mod
         from .conditionals import load_reference
-        from .s3gen import S3_SR
+        from .constants import S3_SR
 
+        key = _call_key(seed)
         if target_voice_path:
             self.set_target_voice(target_voice_path)
-        if self.ref_dict is None:
+        ref_dict = self.ref_dict
+        if ref_dict is None:
             raise ValueError("no target voice: pass target_voice_path= or call set_target_voice()")
-        if seed is not None:
-            mx.random.seed(seed)
         wav = load_reference(audio, sr, "source audio")  # 24 kHz mono, checked
         wav_16 = audio_mod.resample(wav, S3GEN_SR, S3_SR)
-        tokens, _ = self.s3gen.tokenizer.tokenize([wav_16])
-        out, _ = self.s3gen.inference(tokens[0], self.ref_dict)
-        return _as_output(_watermark(np.asarray(out[0], np.float32), watermark))
+        flow_key, hift_key = mx.random.split(key, 2)
+        with COMPUTE_LOCK:
+            tokens, _ = self.s3gen.tokenizer.tokenize([wav_16])
+            out, _ = self.s3gen.inference(tokens[0], ref_dict, key=flow_key, hift_key=hift_key)
+        out = np.asarray(out[0], np.float32)
+        check_finite(out, "the converted waveform", "no file was written")
+        return _as_output(_watermark(out, watermark))
 
 
-def _default_repo(variant: str) -> str:
-    from .variants import get_variant
+def _as_gen_cond(ref_dict) -> GenCond | None:
+    """Upstream's plain ``ref_dict`` (a dict of arrays) or a ``GenCond``."""
+    if ref_dict is None or isinstance(ref_dict, GenCond):
+        return ref_dict
+    return Conditionals.from_flat({f"gen.{k}": v for k, v in dict(ref_dict).items()}).gen
 
-    return get_variant(variant).repo_id
 
-
-def _load_text_tokenizer(variant: str, path: Path):
-    if variant in ("turbo", "nano"):
+def _load_text_tokenizer(variant: Variant, path: Path):
+    if variant.text_frontend == "turbo":
         return text_mod.TurboTokenizer(path)
-    if variant.startswith("multilingual"):
+    if variant.text_frontend == "multilingual":
         return text_mod.MTLTokenizer(path / "grapheme_mtl_merged_expanded_v1.json")
     return text_mod.EnTokenizer(path / "tokenizer.json")
 
@@ -456,9 +566,9 @@ def load_pipeline(model: str, vc: bool = False, quantize: int | None = None):
     from .variants import VARIANTS
 
     if vc:
-        return ChatterboxVC.from_pretrained(None if model in VARIANTS else model)
+        return ChatterboxVC.from_pretrained(name=None if model in VARIANTS else model)
     if model in VARIANTS:
-        components = load_components(_default_repo(model), model)
+        components = load_components(get_variant(model).repo_id, model)
     else:
         components = load_components(model)
     return PIPELINES[components.variant.name]._from_components(components, quantize)
@@ -470,5 +580,6 @@ __all__ = [
     "ChatterboxTurboTTS",
     "ChatterboxVC",
     "T3Cond",
+    "TTSPipeline",
     "load_pipeline",
 ]

@@ -77,7 +77,7 @@ def test_seed_reproduces_and_changes(turbo):
 def test_nano_loads_through_the_turbo_class():
     nano_dir = converted_dir("nano")
     nano = ChatterboxTurboTTS.from_local(nano_dir, nano=True)
-    assert nano.variant == "nano" and nano.t3.config.hidden_size == 768
+    assert nano.variant.name == "nano" and nano.t3.config.hidden_size == 768
     with pytest.raises(CheckpointError, match="holds the nano variant, not turbo"):
         ChatterboxTurboTTS.from_local(nano_dir)
 
@@ -91,8 +91,8 @@ def test_empty_text_is_refused(english, bad):
 def test_long_text_is_chunked_not_refused(english, monkeypatch):
     seen = []
 
-    def fake_chunk(text, conds, params, progress):
-        seen.append(text)
+    def fake_chunk(request, chunk):
+        seen.append(chunk.text)
         return np.ones(PER_TOKEN, np.float32)
 
     monkeypatch.setattr(english, "_one_chunk", fake_chunk)
@@ -123,14 +123,14 @@ def test_turbo_appends_three_silence_tokens(turbo):
 
 def test_turbo_stream_matches_length_and_arrives_early(turbo, monkeypatch):
     steps_seen = []
-    original = turbo.t3.inference_turbo_steps
+    original = turbo.t3.generate_steps
 
     def counting_steps(*args, **kwargs):
         for step in original(*args, **kwargs):
             steps_seen.append(step.index)
             yield step
 
-    monkeypatch.setattr(turbo.t3, "inference_turbo_steps", counting_steps)
+    monkeypatch.setattr(turbo.t3, "generate_steps", counting_steps)
     first_chunk_after = None
     chunks = []
     for chunk in turbo.generate_stream("Hello there.", max_new_tokens=12, seed=5,
@@ -230,7 +230,7 @@ def stream_and_one_shot(model, tokens, seed=0):
     same CFM noise, source phase and source noise by absolute position."""
     gen = model.conds.gen
     s3gen, n_prompt = model.s3gen, 2 * gen.prompt_token.shape[1]
-    tail = model._tail_tokens()
+    tail = list(model.variant.tail_tokens)
     frames = 2 * (len(tokens) + len(tail))
     harmonics = s3gen.mel2wav.m_source.harmonics
     key = mx.random.key(seed)
@@ -274,7 +274,7 @@ def test_streamed_mel_stays_close_to_one_shot(turbo):
     (0.13 without context tokens); the waveform then differs much more (SNR 4 dB: random
     HiFT weights amplify small mel changes). Bound: 0.2."""
     gen, s3gen = turbo.conds.gen, turbo.s3gen
-    tokens = np.random.default_rng(8).integers(0, 6561, 40).tolist() + turbo._tail_tokens()
+    tokens = np.random.default_rng(8).integers(0, 6561, 40).tolist() + list(turbo.variant.tail_tokens)
     n_prompt = 2 * gen.prompt_token.shape[1]
     noise = mx.random.normal((1, n_prompt + 2 * len(tokens), 80), key=mx.random.key(1))
     vocoder = StreamingVocoder(s3gen, gen, 2, cfm_noise=noise)

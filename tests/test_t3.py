@@ -12,8 +12,16 @@ import json
 from dataclasses import replace
 
 import chatterbox_mlx  # noqa: F401  (BLAS before mlx.core)
-from chatterbox_mlx.models import t3_sampling as smp
-from chatterbox_mlx.models.t3 import T3, T3Cond, T3Config, load_t3, quantize_t3, sanitize
+from chatterbox_mlx.models.t3 import (
+    T3,
+    Sampler,
+    T3Cond,
+    T3Config,
+    load_t3,
+    quantize_t3,
+    sanitize,
+)
+from chatterbox_mlx.models.t3 import sampling as smp
 from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict
 
 import mlx.core as mx
@@ -107,9 +115,15 @@ def cond_from(g, prefix: str) -> T3Cond:
 
 
 def steps_of(model: T3, cond, text, noise, **kwargs):
+    """The one decode loop with the variant's sampler; ``max_gen_len`` as upstream's
+    Turbo loop counts it (one token more)."""
     if model.config.is_gpt2:
-        return list(model.inference_turbo_steps(cond, text, noise=noise, **kwargs))
-    return list(model.inference_steps(cond, text, noise=noise, **kwargs))
+        count = kwargs.pop("max_gen_len", 1000) + 1
+        sampler = Sampler.turbo(**kwargs)
+    else:
+        count = kwargs.pop("max_new_tokens", 1000)
+        sampler = Sampler.cfg(**kwargs)
+    return list(model.generate_steps(cond, text, sampler, max_new_tokens=count, noise=noise))
 
 
 def check_generation(model, g, prefix, run, kwargs):
@@ -448,9 +462,9 @@ def test_full_size_parity(full):
 
     noise = mx.array(g["gen_noise"])
     if name == "cfg":
-        steps = list(model.inference_steps(cond, text, noise=noise, max_new_tokens=4))
+        steps = steps_of(model, cond, text, noise, max_new_tokens=4)
     else:
-        steps = list(model.inference_turbo_steps(cond, text, noise=noise, max_gen_len=3))
+        steps = steps_of(model, cond, text, noise, max_gen_len=3)
     assert [s.token for s in steps] == g["gen_sampled"].tolist()
     for step in steps:
         assert_close(step.probs[0], g["gen_probs"][step.index], RTOL, f"{name} step probs")

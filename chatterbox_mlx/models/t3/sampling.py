@@ -1,4 +1,4 @@
-"""Logits processors and the multinomial sampler used by T3's generation loops.
+"""Logits processors, the multinomial draw, and the two samplers built from them.
 
 Each processor has exactly the semantics of its ``transformers`` counterpart
 (``RepetitionPenaltyLogitsProcessor``, ``TemperatureLogitsWarper``,
@@ -12,7 +12,14 @@ argument, so a test can hand over the reference's exact draws.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 import mlx.core as mx
+
+# (logits [batch, vocab] float32, seen [1, vocab] bool) -> logits
+Processor = Callable[[mx.array, mx.array], mx.array]
 
 
 def seen_mask(token_ids: mx.array, vocab_size: int) -> mx.array:
@@ -107,3 +114,69 @@ def sample_from_probs(probs: mx.array, noise: mx.array) -> mx.array:
     Zero-probability entries can never win, even where a draw is exactly 0."""
     scores = mx.where(probs > 0, probs / noise, 0.0)
     return mx.argmax(scores, axis=-1, keepdims=True).astype(mx.int32)
+
+
+def combine_cfg(logits: mx.array, seen: mx.array, weight: float) -> mx.array:
+    """Classifier-free guidance over rows (conditional, unconditional) -> one row."""
+    cond, uncond = logits[0:1], logits[1:2]
+    return cond + mx.array(weight, dtype=mx.float32) * (cond - uncond)
+
+
+def _penalize(logits: mx.array, seen: mx.array, penalty: float) -> mx.array:
+    return apply_repetition_penalty(logits, seen, penalty)
+
+
+def _unseen(fn, *args) -> Processor:
+    """A processor that ignores the repetition history."""
+    return lambda logits, _seen: fn(logits, *args)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How one variant turns T3's logits into a token: an ordered list of processors and
+    a draw, plus the two rules in which upstream's loops differ (see ``decode``)."""
+
+    processors: tuple[Processor, ...]
+    cfg_weight: float = 0.0  # > 0: a conditional and an unconditional row, combined first
+    first_stop_index: int = 0  # a stop token drawn before this index does not end the loop
+    penalize_start_token: bool = True  # the start token stays in the repetition history
+    # upstream's T3.inference appends the start token's embedding (position 0) once more
+    # after the prompt, whose speech part already ends with it
+    repeat_start_token: bool = False
+    draw: Callable[[mx.array, mx.array], mx.array] = sample_from_probs
+
+    @classmethod
+    def cfg(cls, *, cfg_weight: float = 0.5, repetition_penalty: float = 1.2,
+            temperature: float = 0.8, min_p: float = 0.05,
+            top_p: float = 0.95) -> Sampler:  # fmt: skip
+        """English / Multilingual (upstream ``T3.inference``): CFG combine, repetition
+        penalty, temperature, min_p, top_p (defaults: upstream ``T3.inference``'s)."""
+        check_sampling_args(temperature=temperature, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty)  # fmt: skip
+        steps: list[Processor] = []
+        if cfg_weight > 0.0:
+            steps.append(partial(combine_cfg, weight=float(cfg_weight)))
+        steps.append(partial(_penalize, penalty=float(repetition_penalty)))
+        if temperature != 1.0:
+            steps.append(_unseen(apply_temperature, temperature))
+        steps += [_unseen(apply_min_p, min_p), _unseen(apply_top_p, top_p)]
+        return cls(tuple(steps), cfg_weight=float(cfg_weight), repeat_start_token=True)
+
+    @classmethod
+    def turbo(cls, *, temperature: float = 0.8, top_k: int = 1000, top_p: float = 0.95,
+              repetition_penalty: float = 1.2) -> Sampler:  # fmt: skip
+        """Turbo / Nano (upstream ``T3.inference_turbo``, transformers' processor order):
+        temperature (skipped at <= 0 or 1), top_k (skipped at 0), top_p (skipped at 1),
+        repetition penalty (skipped at 1) over the generated tokens, BOS for the first.
+        Upstream never stops on the first draw."""
+        check_sampling_args(top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+        steps: list[Processor] = []
+        if temperature > 0 and temperature != 1.0:
+            steps.append(_unseen(apply_temperature, temperature))
+        if top_k > 0:
+            steps.append(_unseen(apply_top_k, top_k))
+        if top_p < 1.0:
+            steps.append(_unseen(apply_top_p, top_p))
+        if repetition_penalty != 1.0:
+            steps.append(partial(_penalize, penalty=float(repetition_penalty)))
+        return cls(tuple(steps), first_stop_index=1, penalize_start_token=False)
