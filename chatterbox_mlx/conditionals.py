@@ -51,11 +51,14 @@ class GenCond:
 class Conditionals:
     t3: T3Cond | None
     gen: GenCond
+    # the clip it was prepared from (for saved-voice files); None for built-in voices
+    source_sha256: str | None = None
+    source_seconds: float | None = None
 
     def to_flat(self) -> dict[str, mx.array]:
         """``{"t3.speaker_emb": ..., "gen.prompt_feat": ...}``; None entries are left out."""
         out = {}
-        for part, obj in (("t3", self.t3), ("gen", self.gen)):
+        for part, obj in (("t3", self.t3), ("gen", self.gen)):  # the tensors only
             if obj is None:
                 continue
             for f in fields(obj):
@@ -231,6 +234,7 @@ def prepare_conditionals(
     ``norm_loudness`` only applies to Turbo/Nano (their pipeline's argument)."""
     settings = get_variant(variant).prompt
     wav = load_reference(source, sr)
+    sha256, seconds = _fingerprint(source, wav)
     _check_length(wav, settings, campplus, "reference audio")
     if settings.normalize_loudness and norm_loudness:
         wav = audio.normalize_loudness(wav, S3GEN_SR)
@@ -246,4 +250,17 @@ def prepare_conditionals(
         cond_prompt_speech_tokens=tokens.astype(mx.int32),
         emotion_adv=exaggeration * mx.ones((1, 1, 1)),
     )
-    return Conditionals(t3, gen)
+    return Conditionals(t3, gen, source_sha256=sha256, source_seconds=seconds)
+
+
+def _fingerprint(source, wav_24k: np.ndarray) -> tuple[str, float]:
+    """sha256 of the clip's file (or of its float32 samples) and its duration."""
+    import hashlib
+
+    if isinstance(source, (str, os.PathLike)):
+        from .voices import sha256_file
+
+        digest = sha256_file(source)
+    else:
+        digest = hashlib.sha256(np.ascontiguousarray(source, dtype=np.float32)).hexdigest()
+    return digest, len(wav_24k) / S3GEN_SR

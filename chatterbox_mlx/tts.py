@@ -32,6 +32,7 @@ import numpy as np
 
 from . import params as params_mod
 from . import text as text_mod
+from . import voices
 from .checks import check_finite
 from .conditionals import Conditionals, GenCond, prepare_conditionals, prepare_gen_conditionals
 from .constants import S3GEN_SR, SAMPLES_PER_TOKEN, SPEECH_VOCAB_SIZE
@@ -174,12 +175,33 @@ class TTSPipeline:
                 sr=sr,
             )
 
+    def save_voice(self, path, voice: Conditionals | None = None) -> voices.VoiceMeta:
+        """Save ``voice`` (default: the model's voice, e.g. after ``prepare_conditionals``,
+        or the built-in one) as a voice file that ``load_voice`` and
+        ``generate(audio_prompt_path="me.voice")`` read without re-analysing the clip."""
+        conds = voice if voice is not None else self.conds
+        if conds is None:
+            raise ValueError("no voice to save: call prepare_conditionals() first")
+        return voices.save_voice(path, conds, family=self.variant.family,
+                                 source_sha256=conds.source_sha256,
+                                 source_seconds=conds.source_seconds)  # fmt: skip
+
+    def load_voice(self, path) -> Conditionals:
+        """Read a voice file (no S3Tokenizer, CAMPPlus or VoiceEncoder work); it becomes the
+        model's voice, and is returned for ``voice=``."""
+        voice = voices.load_voice(path, family=self.variant.family, require_t3=True)
+        self.conds = replace(voice.conds, source_sha256=voice.meta.source_sha256,
+                             source_seconds=voice.meta.source_seconds)  # fmt: skip
+        return self.conds
+
     def _resolve_voice(self, audio_prompt_path, voice, params: dict) -> Conditionals:
         """The voice of one call: ``voice`` (this call only), else a clip (which becomes
         the model's voice, as upstream), else the model's voice; with its exaggeration."""
         exaggeration = params.get("exaggeration", 0.5)
         if voice is not None:
             conds = voice
+        elif audio_prompt_path and voices.is_voice_file(audio_prompt_path):
+            conds = self.load_voice(audio_prompt_path)
         elif audio_prompt_path:
             kwargs = {"norm_loudness": params["norm_loudness"]} if "norm_loudness" in params else {}
             conds = self.prepare_voice(audio_prompt_path, exaggeration=exaggeration, **kwargs)
@@ -202,8 +224,7 @@ class TTSPipeline:
         current = float(np.asarray(current).reshape(-1)[0]) if current is not None else None
         if current == exaggeration:
             return conds
-        t3 = replace(conds.t3, emotion_adv=exaggeration * mx.ones((1, 1, 1)))
-        conds = Conditionals(t3, conds.gen)
+        conds = replace(conds, t3=replace(conds.t3, emotion_adv=exaggeration * mx.ones((1, 1, 1))))
         if keep:  # upstream updates the model's voice
             self.conds = conds
         return conds
@@ -507,6 +528,10 @@ class ChatterboxVC:
         return cls.from_pretrained(device, name=Path(ckpt_dir))
 
     def set_target_voice(self, wav_fpath, sr: int | None = None) -> None:
+        """A clip, or a saved voice file of any variant (only its S3Gen part is used)."""
+        if sr is None and voices.is_voice_file(wav_fpath):
+            self.ref_dict = voices.load_voice(wav_fpath).conds.gen
+            return
         with COMPUTE_LOCK:
             self.ref_dict = prepare_gen_conditionals(
                 wav_fpath, self.s3gen.tokenizer, self.s3gen.speaker_encoder, sr=sr

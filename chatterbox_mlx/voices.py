@@ -99,7 +99,7 @@ def family_for_variant(variant: str) -> str:
     """The voice family of a variant name (``english``, ``turbo``, ``nano``, ...)."""
     from .variants import get_variant
 
-    return FAMILY_TURBO if get_variant(variant).t3_config in ("turbo", "nano") else FAMILY_CFG
+    return get_variant(variant).family
 
 
 @dataclass(frozen=True)
@@ -621,7 +621,10 @@ def load_voice(
 def is_voice_file(path: str | os.PathLike) -> bool:
     """True for a ``.voice`` path, or a safetensors file whose metadata names this format
     (only the header is read; False for anything unreadable). Lets a caller tell a voice
-    file from an audio clip; :func:`load_voice` then says what is wrong with a bad one."""
+    file from an audio clip; :func:`load_voice` then says what is wrong with a bad one.
+    Anything but a path (an array of samples) is not a voice file."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
     path = Path(path)
     if path.suffix.lower() == SUFFIX:
         return True
