@@ -1,6 +1,10 @@
 """Command line: ``python -m chatterbox_mlx.generate --text "..."`` (also ``chatterbox-mlx``).
 
-Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr), 130 Ctrl-C.
+``chatterbox-mlx voice save CLIP -o me.voice`` saves a cloned voice (without CLIP: the
+model's built-in voice) for ``--voice me.voice``.
+
+Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr, detail lines
+indented below it), 130 Ctrl-C, 143 SIGTERM. Nothing is left half-written.
 """
 
 from __future__ import annotations
@@ -11,29 +15,36 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = ("english", "turbo", "nano", "multilingual")
+VOICE_COMMAND = "voice"
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 1."""
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="english",
+        help="english | turbo | nano | multilingual | multilingual-v3 | a local directory | "
+        "a hub repo id (default: english)",
+    )
+    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chatterbox-mlx",
         description="Chatterbox text-to-speech on Apple MLX. Reads text from --text, "
-        "--file or standard input and writes a 24 kHz WAV/FLAC, or plays it live.",
+        "--file or standard input and writes audio (WAV, FLAC, MP3, Opus), or plays it "
+        f"live. `chatterbox-mlx {VOICE_COMMAND} save CLIP -o me.voice` saves a cloned voice.",
     )
-    p.add_argument(
-        "--model",
-        default="english",
-        help="english | turbo | nano | multilingual | a local directory | a hub repo id "
-        "(default: english)",
-    )
+    _add_model_args(p)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--text", help="text to speak")
-    src.add_argument("--file", type=Path, help="read the text from this file")
-    p.add_argument("--voice", type=Path, help="reference clip to clone (default: built-in voice)")
+    src.add_argument("--text", help="text to speak ([pause:500ms] inserts silence)")
+    src.add_argument("--file", type=Path, help="read the text (UTF-8) from this file")
+    p.add_argument("--voice", type=Path, help="a clip to clone or a saved .voice file "
+                   "(default: the built-in voice)")  # fmt: skip
     p.add_argument("--language", help="language id for the multilingual model (e.g. fr, zh)")
     p.add_argument("--vc", type=Path, metavar="SOURCE", help="voice conversion: speak SOURCE "
                    "audio in --voice's voice")  # fmt: skip
@@ -46,33 +57,74 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float)
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="output file, .wav or .flac (default: output.wav "
-                     "unless --play is given)")  # fmt: skip
+    out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
+                     "standard output (default: output.wav unless --play is given)")  # fmt: skip
+    out.add_argument("--format", help="wav | flac | mp3 | opus | pcm (default: from --out)")
     out.add_argument("--play", action="store_true", help="play through the speakers as it is "
                      "generated")  # fmt: skip
     out.add_argument("--stream", action="store_true", help="generate in chunks (first audio "
                      "sooner); implied by --play")  # fmt: skip
     out.add_argument("--no-watermark", action="store_true", help="do not apply the Perth "
                      "watermark")  # fmt: skip
-    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
     p.add_argument("--verbose", action="store_true", help="print timings (RTF, tokens/s, memory)")
     return p
+
+
+def build_voice_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"chatterbox-mlx {VOICE_COMMAND}",
+        description="Saved voices: clone once, reuse with --voice.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    save = sub.add_parser("save", help="prepare a voice from a clip (or export the built-in "
+                          "voice) and save it as a .voice file")  # fmt: skip
+    save.add_argument("clip", nargs="?", type=Path, help="the clip (default: built-in voice)")
+    save.add_argument("-o", "--out", type=Path, required=True, help="the .voice file to write")
+    save.add_argument("--exaggeration", type=float, help="English/Multilingual (default 0.5)")
+    _add_model_args(save)
+    return p
+
+
+# ---- input --------------------------------------------------------------------------
+
+
+def _decoded(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CLIError(
+            f"{where} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save or pipe the text as UTF-8"
+        ) from None
+
+
+def _check_encodable(text: str, where: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # lone surrogates (argv decoded with surrogateescape)
+        raise CLIError(
+            f"{where} is not valid UTF-8 text (undecodable character at position {err.start}); "
+            "pass the text as UTF-8"
+        ) from None
+    return text
 
 
 def read_text(args) -> str:
     if args.vc is not None:
         return ""
     if args.text is not None:
-        text = args.text
+        text = _check_encodable(args.text, "--text")
     elif args.file is not None:
         try:
-            text = args.file.read_text(encoding="utf-8")
+            raw = args.file.read_bytes()
         except OSError as err:
             raise CLIError(f"cannot read --file {args.file}: {err.strerror}") from err
+        text = _decoded(raw, f"--file {args.file}")
     elif not sys.stdin.isatty():
-        text = sys.stdin.read()
+        text = _decoded(sys.stdin.buffer.read(), "standard input")
     else:
         raise CLIError("no text given: use --text, --file, or pipe text on standard input")
     if not text.strip():
@@ -82,33 +134,18 @@ def read_text(args) -> str:
 
 def generation_kwargs(args) -> dict:
     names = ("exaggeration", "cfg_weight", "temperature", "repetition_penalty", "min_p",
-             "top_p", "top_k", "max_new_tokens", "seed")  # fmt: skip
+             "top_p", "top_k", "max_new_tokens", "seed", "speed")  # fmt: skip
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.language is not None:
         kwargs["language_id"] = args.language
     return kwargs
 
 
-def check_output_path(path: Path) -> None:
-    if path.suffix.lower() not in (".wav", ".flac"):
-        raise CLIError(f"--out {path}: use a .wav or .flac file name")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise CLIError(f"--out {path}: folder {parent} does not exist")
-    import os
+def _check_paths(args) -> str | None:
+    """Everything about files that can be checked before loading a model; returns the
+    output format (None when only playing)."""
+    from . import formats
 
-    if not os.access(parent, os.W_OK):
-        raise CLIError(f"--out {path}: folder {parent} is not writable")
-
-
-def run(args) -> int:
-    import numpy as np
-
-    from . import audio
-    from .progress import Progress
-    from .tts import load_pipeline
-
-    text = read_text(args)
     if args.vc is None and args.voice is not None and not args.voice.is_file():
         raise CLIError(f"--voice {args.voice}: file not found")
     if args.vc is not None:
@@ -116,63 +153,136 @@ def run(args) -> int:
             raise CLIError(f"--vc {args.vc}: file not found")
         if args.voice is None:
             raise CLIError("--vc needs --voice: the target voice to convert into")
-    out = args.out if args.out is not None or args.play else Path("output.wav")
-    if out is not None:
-        check_output_path(out)
+    if args.out is None and args.play:
+        return None
+    if args.out == "-":
+        return formats.resolve_format(None, args.format or "wav")
+    return formats.check_output_path(args.out or "output.wav", args.format)
+
+
+def _check_variant_early(args) -> None:
+    """The language and the generation parameters, when ``--model`` names a variant (a
+    directory or repo id is checked once it is loaded, still before any generation)."""
+    from . import params
+    from .variants import UnknownVariantError, get_variant
+
+    try:
+        variant = get_variant(args.model)
+    except UnknownVariantError:
+        return
+    if args.vc is None:
+        given = generation_kwargs(args)
+        for name in ("seed", "speed", "language_id"):
+            given.pop(name, None)
+        params.resolve(variant, given)
+    if variant.needs_language and args.language is None and args.vc is None:
+        from .text import SUPPORTED_LANGUAGES
+
+        raise CLIError(
+            f"the {variant.name} model needs --language; one of: {', '.join(SUPPORTED_LANGUAGES)}"
+        )
+
+
+# ---- run ----------------------------------------------------------------------------
+
+
+def _chunks(model, args, text: str, progress):
+    """The audio as it is made: stream chunks, or one piece per text chunk."""
+    watermark = not args.no_watermark
+    if args.vc is not None:
+        yield model.generate(str(args.vc), target_voice_path=str(args.voice), watermark=watermark,
+                             seed=args.seed)  # fmt: skip
+        return
+    kwargs = generation_kwargs(args)
+    if args.voice is not None:
+        kwargs["audio_prompt_path"] = str(args.voice)
+    if args.stream or args.play:
+        yield from model.generate_stream(text, watermark=watermark, progress=progress, **kwargs)
+    else:
+        yield from model.generate_pieces(text, watermark=watermark, progress=progress, **kwargs)
+
+
+class _StdoutWriter:
+    """``--out -``: one continuous stream of ``fmt`` on standard output, for piping."""
+
+    def __init__(self, fmt: str, sr: int):
+        from .formats import StreamEncoder
+
+        self.encoder = StreamEncoder(fmt, sr)
+        self.out = sys.stdout.buffer
+
+    def write(self, piece) -> None:
+        self.out.write(self.encoder.push(piece))
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.write(self.encoder.finish())
+        self.out.flush()
+
+    def abort(self) -> None:
+        self.out.flush()
+
+
+def _open_output(args, fmt: str | None, sr: int):
+    from .formats import AudioFileWriter
+
+    if fmt is None:
+        return None
+    if args.out == "-":
+        return _StdoutWriter(fmt, sr)
+    return AudioFileWriter(args.out or "output.wav", sr, fmt)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from .progress import Progress
+    from .tts import load_pipeline
+
+    text = read_text(args)
+    fmt = _check_paths(args)
+    _check_variant_early(args)
+    if args.speed is not None:
+        from .speed import check_speed
+
+        check_speed(args.speed)
 
     started = time.perf_counter()
-    progress = Progress(enabled=sys.stderr.isatty() and not args.verbose)
+    progress = Progress.for_stream(sys.stderr, enabled=not args.verbose)
     with progress.status(f"loading {args.model}"):
         model = load_pipeline(args.model, vc=args.vc is not None, quantize=args.quantize)
     loaded = time.perf_counter()
 
-    watermark = not args.no_watermark
-    player = None
-    if args.play:
-        from .playback import Player
-
-        player = Player(model.sr)
-    chunks = []
+    player = writer = None
+    samples = 0
     try:
-        if args.vc is not None:
-            wav = model.generate(str(args.vc), target_voice_path=str(args.voice),
-                                 watermark=watermark)  # fmt: skip
-            chunks.append(np.asarray(wav, dtype=np.float32).reshape(-1))
-            if player:
-                player.play(chunks[-1])
-        else:
-            kwargs = generation_kwargs(args)
-            if args.voice is not None:
-                kwargs["audio_prompt_path"] = str(args.voice)
-            stream = args.stream or args.play
-            pieces = model.generate_stream(text, watermark=watermark, progress=progress,
-                                           **kwargs) if stream else None  # fmt: skip
-            if pieces is None:
-                wav = model.generate(text, watermark=watermark, progress=progress, **kwargs)
-                pieces = [wav]
-            for piece in pieces:
-                piece = np.asarray(piece, dtype=np.float32).reshape(-1)
-                chunks.append(piece)
-                if player:
-                    player.play(piece)
-        if player:
+        if args.play:
+            from .playback import Player
+
+            player = Player(model.sr)
+        writer = _open_output(args, fmt, model.sr)
+        for piece in _chunks(model, args, text, progress):
+            piece = np.asarray(piece, dtype=np.float32).reshape(-1)
+            samples += len(piece)
+            if writer is not None:
+                writer.write(piece)
+            if player is not None:
+                player.play(piece)
+        if player is not None:
             player.wait()
-    except BaseException:
-        if player:
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+        if player is not None:
             player.stop()
             player.close()
-            player = None
-        raise
-    finally:
-        if player:
-            player.close()
 
-    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if out is not None:
-        audio.save_audio(out, wav, model.sr)
+    seconds = samples / model.sr
     if args.verbose:
         total = time.perf_counter() - started
-        seconds = len(wav) / model.sr
         stats = getattr(model, "last_stats", {})
         generating = total - (loaded - started)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -182,21 +292,44 @@ def run(args) -> int:
             + "".join(f", {k} {v}" for k, v in stats.items()),
             file=sys.stderr,
         )
-    if out is not None:
-        print(f"wrote {out} ({len(wav) / model.sr:.2f} s)", file=sys.stderr)
+    if fmt is not None and args.out != "-":
+        print(f"wrote {args.out or 'output.wav'} ({seconds:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def run_voice(args) -> int:
+    from .tts import load_pipeline
+
+    model = load_pipeline(args.model, quantize=args.quantize)
+    if args.clip is not None:
+        if not args.clip.is_file():
+            raise CLIError(f"{args.clip}: file not found")
+        kwargs = {} if args.exaggeration is None else {"exaggeration": args.exaggeration}
+        model.prepare_conditionals(str(args.clip), **kwargs)
+    model.save_voice(args.out)
+    print(f"wrote {args.out} (a voice for the {model.variant.name} model family)", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .convert import Terminated, format_error, sigterm_raises
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    voice = bool(argv) and argv[0] == VOICE_COMMAND
+    args = (build_voice_parser().parse_args(argv[1:]) if voice
+            else build_parser().parse_args(argv))  # fmt: skip
     try:
-        return run(args)
+        with sigterm_raises():
+            return run_voice(args) if voice else run(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("chatterbox-mlx: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, OSError, RuntimeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"chatterbox-mlx: error: {message}", file=sys.stderr)
+    except Terminated:
+        print("chatterbox-mlx: terminated (SIGTERM); nothing was left half-written",
+              file=sys.stderr)  # fmt: skip
+        return 143
+    except (CLIError, ValueError, OSError, RuntimeError) as err:
+        print(f"chatterbox-mlx: {format_error(err)}", file=sys.stderr)
         return 1
 
 

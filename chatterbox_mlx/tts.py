@@ -40,6 +40,7 @@ from .devices import use_device
 from .models.t3 import T3Cond
 from .progress import NULL_PROGRESS, Progress
 from .s3gen import S3Gen
+from .speed import check_speed, time_stretch
 from .streaming import StreamingVocoder
 from .variants import Variant, get_variant
 
@@ -96,6 +97,7 @@ class Request:
     params: dict
     watermark: bool
     progress: Progress
+    speed: float = 1.0
 
 
 class TTSPipeline:
@@ -259,11 +261,12 @@ class TTSPipeline:
     # ---- one call -----------------------------------------------------------------------
 
     def _request(self, text, audio_prompt_path, voice, seed, given: dict, language_id,
-                 watermark: bool, progress) -> Request:  # fmt: skip
+                 watermark: bool, progress, speed: float = 1.0) -> Request:  # fmt: skip
         """Checks everything (parameters, language, every chunk's text) before any work."""
         if not isinstance(text, str) or not text.strip():
             raise text_mod.TextError("text is empty or only whitespace: give some words to speak")
         params = params_mod.resolve(self.variant, given)
+        speed = check_speed(speed)
         language_id = self._check_language(language_id)
         key = _call_key(seed)
         pieces = text_mod.chunk_text(text, MAX_CHUNK_CHARS)
@@ -280,7 +283,7 @@ class TTSPipeline:
                     f"max_new_tokens must be at most {limit} for this model and text, got "
                     f"{params['max_new_tokens']}"
                 )
-        return Request(chunks, conds, params, watermark, progress or NULL_PROGRESS)
+        return Request(chunks, conds, params, watermark, progress or NULL_PROGRESS, speed)
 
     def _sampler(self, params: dict):
         names = inspect.signature(self.variant.sampler).parameters
@@ -330,22 +333,20 @@ class TTSPipeline:
 
     def _finish(self, wav: np.ndarray, request: Request) -> mx.array:
         check_finite(wav, "the generated waveform", "no file was written")
+        wav = time_stretch(wav, self.sr, request.speed)
         return _as_output(_watermark(wav, request.watermark))
 
-    def _generate(self, request: Request) -> mx.array:
-        pieces = []
+    def _pieces(self, request: Request) -> Iterator[np.ndarray]:
+        """Each chunk's audio (faded out when there are several), then its pause."""
         chunks = request.chunks
-        with COMPUTE_LOCK, request.progress.task("chunks", len(chunks)) as advance:
+        with request.progress.task("chunks", len(chunks)) as advance:
             for i, chunk in enumerate(chunks):
-                wav = self._one_chunk(request, chunk)
-                if len(chunks) > 1:
-                    pieces.append(_fade_out(wav))
-                    if i + 1 < len(chunks):
-                        pieces.append(np.zeros(int(JOIN_PAUSE_S * self.sr), np.float32))
-                else:
-                    pieces.append(wav)
+                with COMPUTE_LOCK:
+                    wav = self._one_chunk(request, chunk)
+                yield _fade_out(wav) if len(chunks) > 1 else wav
+                if i + 1 < len(chunks):
+                    yield np.zeros(int(JOIN_PAUSE_S * self.sr), np.float32)
                 advance(1)
-        return self._finish(np.concatenate(pieces), request)
 
     # ---- public entry points ------------------------------------------------------------
 
@@ -354,21 +355,32 @@ class TTSPipeline:
                  top_k=None, norm_loudness=None, max_new_tokens=None, language_id=None,
                  seed: int | None = None, watermark: bool = True,
                  progress: Progress | None = None, voice: Conditionals | None = None,
-                 ) -> mx.array:  # fmt: skip
+                 speed: float = 1.0) -> mx.array:  # fmt: skip
         """Text -> waveform ``[1, samples]`` at 24 kHz.
 
         Takes every keyword of upstream's ``generate``; parameters not given take the
         variant's upstream defaults (``model.variant.generation``). ``seed`` makes the
         result reproducible whatever else runs; ``voice`` (from ``prepare_voice``) is
-        used for this call only. Long text is split at sentence ends and joined with
-        short pauses."""
+        used for this call only; ``speed`` (0.5-2) stretches the speech, pitch kept. Long
+        text is split at sentence ends and joined with short pauses."""
         given = dict(repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p,
                      exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
                      top_k=top_k, norm_loudness=norm_loudness,
                      max_new_tokens=max_new_tokens)  # fmt: skip
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
-                                watermark, progress)  # fmt: skip
-        return self._generate(request)
+                                watermark, progress, speed)  # fmt: skip
+        return self._finish(np.concatenate(list(self._pieces(request))), request)
+
+    def generate_pieces(self, text: str, audio_prompt_path=None, *, seed: int | None = None,
+                        watermark: bool = True, progress: Progress | None = None,
+                        voice: Conditionals | None = None, language_id=None, speed: float = 1.0,
+                        **given) -> Iterator[mx.array]:  # fmt: skip
+        """``generate`` for long texts (a chapter, a book): yields each text chunk's audio,
+        then its pause, as soon as it is made, so it can be written out with flat memory.
+        Same keywords as ``generate``; each piece is watermarked (and stretched) alone."""
+        request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
+                                watermark, progress, speed)  # fmt: skip
+        return (self._finish(piece, request) for piece in self._pieces(request))
 
     def generate_batch(self, texts: list[str], audio_prompt_path=None, *,
                        seed: int | None = None, **kwargs) -> list[mx.array]:  # fmt: skip
@@ -389,7 +401,8 @@ class TTSPipeline:
     def generate_stream(self, text: str, audio_prompt_path=None, *, chunk_tokens: int = 25,
                         seed: int | None = None, watermark: bool = True,
                         progress: Progress | None = None, voice: Conditionals | None = None,
-                        language_id=None, **given) -> Iterator[mx.array]:  # fmt: skip
+                        language_id=None, speed: float = 1.0,
+                        **given) -> Iterator[mx.array]:  # fmt: skip
         """Yield waveform chunks ``[1, n]`` while T3 is still generating.
 
         Every ``chunk_tokens`` new speech tokens go through the flow with the previous
@@ -402,7 +415,7 @@ class TTSPipeline:
                 f"chunk_tokens must be an integer >= 1, got {chunk_tokens}"
             )
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
-                                watermark, progress)  # fmt: skip
+                                watermark, progress, speed)  # fmt: skip
         return self._locked(self._stream(request, int(chunk_tokens)))
 
     @staticmethod
@@ -416,26 +429,32 @@ class TTSPipeline:
             yield item
 
     def _stream(self, request: Request, chunk_tokens: int) -> Iterator[mx.array]:
-        for chunk in request.chunks:
-            t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
-            vocoder = StreamingVocoder(self.s3gen, request.conds.gen, self.variant.flow_steps,
-                                       key=flow_key, hift_key=hift_key)  # fmt: skip
-            pending: list[int] = []
-            for step in self._speech_steps(request, chunk, t3_key):
-                if step.token < SPEECH_VOCAB_SIZE:
-                    pending.append(step.token)
-                if len(pending) >= chunk_tokens:
-                    if (wav := vocoder.push(pending)).size:
-                        yield self._finish(wav, request)
-                    pending = []
-            vocoder.push(pending) if pending else None
-            if not vocoder.tokens:
-                raise RuntimeError("T3 produced no speech tokens for this text")
-            tail = vocoder.finish(list(self.variant.tail_tokens))
-            if self.variant.drop_last_token_audio:
-                tail = tail[: max(0, len(tail) - SAMPLES_PER_TOKEN)]
-            if tail.size:
-                yield self._finish(tail, request)
+        with request.progress.task("chunks", len(request.chunks)) as advance:
+            for chunk in request.chunks:
+                yield from self._stream_chunk(request, chunk, chunk_tokens)
+                advance(1)
+
+    def _stream_chunk(self, request: Request, chunk: Chunk, chunk_tokens: int):
+        t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
+        vocoder = StreamingVocoder(self.s3gen, request.conds.gen, self.variant.flow_steps,
+                                   key=flow_key, hift_key=hift_key)  # fmt: skip
+        pending: list[int] = []
+        for step in self._speech_steps(request, chunk, t3_key):
+            if step.token < SPEECH_VOCAB_SIZE:
+                pending.append(step.token)
+            if len(pending) >= chunk_tokens:
+                if (wav := vocoder.push(pending)).size:
+                    yield self._finish(wav, request)
+                pending = []
+        if pending and (wav := vocoder.push(pending)).size:
+            yield self._finish(wav, request)
+        if not vocoder.tokens:
+            raise RuntimeError("T3 produced no speech tokens for this text")
+        tail = vocoder.finish(list(self.variant.tail_tokens))
+        if self.variant.drop_last_token_audio:
+            tail = tail[: max(0, len(tail) - SAMPLES_PER_TOKEN)]
+        if tail.size:
+            yield self._finish(tail, request)
 
 
 def _voice_kwargs(kwargs: dict) -> dict:
