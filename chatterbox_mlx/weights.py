@@ -1,8 +1,9 @@
 """Shared helpers for turning PyTorch checkpoints into MLX parameters.
 
 Each network keeps its own ``sanitize()`` (the key mapping) beside its module;
-this file holds only what all of them use: strict validation, weight-norm
-folding, convolution layout changes and prefix handling.
+this file holds only what all of them use: strict validation (names, shapes and
+finiteness of every tensor), weight-norm folding, convolution layout changes and prefix
+handling.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing tensors, has unexpected ones, or has wrong shapes."""
+    """A checkpoint cannot be used: unreadable, missing tensors, unexpected ones, wrong
+    shapes or non-finite values, or a ``config.json`` that does not describe it."""
 
 
 def load_safetensors(path: str | Path) -> dict[str, mx.array]:
@@ -37,13 +39,37 @@ def strip_prefix(weights: Mapping[str, mx.array], prefix: str) -> dict[str, mx.a
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
+FINITE_BATCH = 64  # tensors per evaluation of the finiteness check
+
+
+def non_finite(weights: Mapping[str, mx.array]) -> dict[str, int]:
+    """The floating-point tensors holding NaN or infinity, with how many such values.
+
+    One vectorised reduction per tensor, evaluated ``FINITE_BATCH`` tensors at a time
+    (this reads every tensor: a lazily loaded file is materialised here, once)."""
+    names = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating)]
+    bad = {}
+    for start in range(0, len(names), FINITE_BATCH):
+        chunk = names[start : start + FINITE_BATCH]
+        counts = mx.stack([mx.sum(mx.logical_not(mx.isfinite(weights[k]))) for k in chunk])
+        for key, count in zip(chunk, counts.tolist(), strict=True):
+            if count:
+                bad[key] = int(count)
+    return bad
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def check_weights(
     expected: Mapping[str, tuple[int, ...]],
     weights: Mapping[str, mx.array],
     what: str,
     ignore: tuple[str, ...] = (),
 ) -> None:
-    """Raise CheckpointError naming every missing, unexpected or mis-shaped key.
+    """Raise CheckpointError naming every missing, unexpected, mis-shaped or non-finite
+    (NaN / infinite) tensor.
 
     ``expected`` maps key -> shape (usually from ``tree_flatten(model.parameters())``),
     ``ignore`` lists key suffixes allowed to be present without being expected.
@@ -62,7 +88,23 @@ def check_weights(
     if problems:
         listing = "\n  ".join(problems)
         raise CheckpointError(
-            f"{what}: checkpoint does not match the model ({len(problems)} problems):\n  {listing}"
+            f"{what}: checkpoint does not match the model "
+            f"({_plural(len(problems), 'problem')}):\n  {listing}"
+        )
+    check_finite_tensors({k: v for k, v in weights.items() if k in expected}, what)
+
+
+def check_finite_tensors(weights: Mapping[str, mx.array], what: str) -> None:
+    """Raise CheckpointError naming every floating-point tensor with NaN or infinity."""
+    bad = non_finite(weights)
+    if bad:
+        listing = "\n  ".join(
+            f"non-finite {key}: {count} NaN or infinite of {weights[key].size} values"
+            for key, count in bad.items()
+        )
+        raise CheckpointError(
+            f"{what}: {_plural(len(bad), 'tensor')} with NaN or infinite values (the file "
+            f"is damaged, or so was its source: download or convert it again):\n  {listing}"
         )
 
 
