@@ -1,0 +1,482 @@
+"""Audio output formats: WAV, FLAC, MP3, Ogg/Opus and raw PCM, whole or streamed.
+
+Everything is mono. WAV, FLAC and PCM hold 16-bit samples; MP3 and Opus are encoded by
+libsndfile (the one inside the ``soundfile`` wheels: LAME and libopus; MP3 needs
+libsndfile >= 1.1, which the wheels since soundfile 0.12 have).
+
+- ``encode_audio(wav, sr, out=None, format=None)``: one waveform to ``bytes``, to a file
+  (written atomically: a temporary file in the same folder, then ``os.replace``, so an
+  error or Ctrl-C leaves nothing at the path) or to a binary file object.
+- ``AudioFileWriter(path, sr, format=None)``: the same file, written chunk by chunk
+  (flat memory for long texts), still atomic.
+- ``StreamEncoder(format, sr)``: ``push(chunk) -> bytes`` and ``finish() -> bytes``
+  whose concatenation is ONE continuous stream (wav | mp3 | opus | pcm), for a server.
+
+Formats (``format=`` or the file name's extension): ``wav`` (.wav), ``flac`` (.flac),
+``mp3`` (.mp3), ``opus`` (.opus, .ogg; ``ogg`` is the same format: Ogg/Opus, not
+Vorbis) and ``pcm`` (.pcm, .raw: headerless 16-bit little-endian samples, what
+OpenAI-compatible servers send as ``pcm``).
+
+Sample rates: Opus codes only 8, 12, 16, 24 and 48 kHz and libsndfile refuses any other
+rate; the models' 24 kHz is one of them, so it is written as is. Audio at another rate
+is resampled (soxr, high quality) to 48 kHz for Opus; likewise for MP3 at a rate that
+MPEG audio lacks (it has 8, 11.025, 12, 16, 22.05, 24, 32, 44.1 and 48 kHz).
+``output_rate(format, sr)`` says which rate the encoded audio has.
+
+Samples are clipped to [-1, 1]; 16-bit conversion is ``round(x * 32768)`` clipped to
+[-32768, 32767] (the inverse of how libsndfile reads 16-bit samples back as floats).
+Non-finite samples are an error, never written.
+
+Streams: WAV is sent with the size fields set to 0xFFFFFFFF (unknown length, as
+streaming servers do; libsndfile and Python's ``wave`` read such a stream to its end).
+MP3 streams are constant bitrate (80 kbps at 24 kHz, about what the variable-bitrate
+files average on speech): a VBR stream cannot carry the header that gives a decoder its
+length, and decoders that estimate the length from the first frame then cut it short.
+Without that header a decoder also keeps LAME's encoder delay and padding, so an MP3
+stream decodes about 50-80 ms longer than the audio (a leading silent frame where the
+header would go, the delay, and padding to a whole frame). Opus streams are flushed
+every 100 ms of audio (Ogg pages), so each push returns what was encoded. FLAC is not
+offered as a stream: it records its length in a header written at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+from pathlib import Path
+
+from chatterbox_mlx import audio
+
+import numpy as np
+
+FORMATS = ("wav", "flac", "mp3", "opus", "pcm")
+STREAM_FORMATS = ("wav", "mp3", "opus", "pcm")
+ALIASES = {"ogg": "opus"}
+EXTENSIONS = {
+    ".wav": "wav",
+    ".flac": "flac",
+    ".mp3": "mp3",
+    ".opus": "opus",
+    ".ogg": "opus",
+    ".pcm": "pcm",
+    ".raw": "pcm",
+}
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+FALLBACK_RATE = 48000
+
+# libsndfile (major format, subtype) of the formats it writes
+_LIBSNDFILE = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "opus": ("OGG", "OPUS"),
+}
+# sf_command codes (sndfile.h) and the values set for streams
+_SFC_SET_COMPRESSION_LEVEL = 0x1301
+_SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
+_SFC_SET_BITRATE_MODE = 0x1305
+_SF_BITRATE_MODE_CONSTANT = 0
+_MP3_STREAM_COMPRESSION = 0.5  # 80 kbps constant at 24 kHz
+_OPUS_STREAM_PAGE_MS = 100.0
+
+
+class FormatError(audio.AudioError):
+    """Audio that cannot be encoded or written: unknown format, bad audio, bad path."""
+
+
+def _supported() -> str:
+    names = ", ".join(FORMATS)
+    exts = ", ".join(EXTENSIONS)
+    return f"supported formats: {names} (ogg = opus); file extensions: {exts}"
+
+
+def resolve_format(path=None, format: str | None = None) -> str:
+    """The canonical format name for an explicit ``format`` (wins) or ``path``'s
+    extension; ``wav`` when neither is given. FormatError lists the supported ones."""
+    if format is not None:
+        name = str(format).strip().lower().lstrip(".")
+        name = ALIASES.get(name, name)
+        if name not in FORMATS:
+            raise FormatError(f"unknown audio format {format!r}; {_supported()}")
+        return name
+    if path is None:
+        return "wav"
+    suffix = Path(os.fspath(path)).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise FormatError(
+            f"cannot tell the audio format of {os.fspath(path)!r} from its extension "
+            f"{suffix or '(none)'}; name one with format=, {_supported()}"
+        )
+    return EXTENSIONS[suffix]
+
+
+def output_rate(format: str, sr: int) -> int:
+    """The sample rate ``format`` stores audio of rate ``sr`` at (48 kHz where the codec
+    has no such rate: Opus outside 8/12/16/24/48 kHz, MP3 outside MPEG's nine rates)."""
+    name = resolve_format(format=format)
+    sr = _check_rate(sr)
+    if (name == "opus" and sr not in OPUS_RATES) or (name == "mp3" and sr not in MP3_RATES):
+        return FALLBACK_RATE
+    return sr
+
+
+def _check_rate(sr) -> int:
+    if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
+        raise FormatError(f"sample rate must be a positive integer, got {sr!r}")
+    return int(sr)
+
+
+def _mono(wav, what: str) -> np.ndarray:
+    """float32 ``[samples]`` from ``[samples]`` or ``[1, samples]``, finite, clipped."""
+    x = np.asarray(wav, dtype=np.float32)
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1:
+        raise FormatError(f"{what}: expected mono audio [samples] or [1, samples], got {x.shape}")
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise FormatError(
+            f"{what}: the audio contains NaN or infinite samples (first at sample {first}); "
+            "nothing was written"
+        )
+    return np.clip(x, -1.0, 1.0)
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2")
+
+
+def _wav_stream_header(sr: int) -> bytes:
+    """RIFF/WAVE header of a 16-bit mono stream of unknown length (sizes 0xFFFFFFFF)."""
+    fmt = struct.pack("<HHIIHH", 1, 1, sr, 2 * sr, 2, 16)
+    unknown = 0xFFFFFFFF
+    return (
+        b"RIFF"
+        + struct.pack("<I", unknown)
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", unknown)
+    )
+
+
+def _sf_command(handle, command: int, value, ctype: str) -> None:
+    import soundfile
+
+    pointer = soundfile._ffi.new(f"{ctype}*", value)
+    soundfile._snd.sf_command(handle._file, command, pointer, soundfile._ffi.sizeof(ctype))
+
+
+class _Sink:
+    """Append-only in-memory file for libsndfile: ``take()`` hands out (and forgets) the
+    bytes written so far. A write back into bytes already handed out (an encoder's
+    header update at the end) is dropped: the stream went out without it."""
+
+    def __init__(self):
+        self._buffer = bytearray()
+        self._sent = 0  # bytes handed out: the stream offset where _buffer starts
+        self._pos = 0
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        n = len(data)
+        start = self._pos - self._sent
+        if start < 0:
+            data = data[-start:]
+            start = 0
+        end = start + len(data)
+        if end > len(self._buffer):
+            self._buffer.extend(bytes(end - len(self._buffer)))
+        self._buffer[start:end] = data
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        size = self._sent + len(self._buffer)
+        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: size}[whence] + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        return b""  # libsndfile reads nothing back from a file it writes
+
+    def take(self) -> bytes:
+        out = bytes(self._buffer)
+        self._sent += len(out)
+        self._buffer.clear()
+        return out
+
+
+class _Encoder:
+    """One mono waveform, chunk by chunk, into a binary file object ``target``: libsndfile
+    for wav/flac/mp3/opus (``stream=True``: the settings of a stream, and WAV with the
+    unknown-length header), raw 16-bit samples for pcm."""
+
+    def __init__(self, target, format: str, sr: int, stream: bool = False):
+        self.format = resolve_format(format=format)
+        self.input_rate = _check_rate(sr)
+        self.sample_rate = output_rate(self.format, self.input_rate)
+        self.samples_in = 0
+        self._target = target
+        self._resampler = None
+        if self.sample_rate != self.input_rate:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(
+                self.input_rate, self.sample_rate, 1, dtype="float32", quality="HQ"
+            )
+        self._soundfile = None
+        if self.format == "pcm":
+            pass
+        elif self.format == "wav" and stream:
+            target.write(_wav_stream_header(self.sample_rate))
+        else:
+            import soundfile
+
+            major, subtype = _LIBSNDFILE[self.format]
+            self._soundfile = soundfile.SoundFile(
+                target, "w", self.sample_rate, 1, subtype=subtype, format=major
+            )
+            if stream and self.format == "mp3":
+                _sf_command(self._soundfile, _SFC_SET_COMPRESSION_LEVEL,
+                            _MP3_STREAM_COMPRESSION, "double")  # fmt: skip
+                _sf_command(self._soundfile, _SFC_SET_BITRATE_MODE,
+                            _SF_BITRATE_MODE_CONSTANT, "int")  # fmt: skip
+            if stream and self.format == "opus":
+                _sf_command(self._soundfile, _SFC_SET_OGG_PAGE_LATENCY_MS,
+                            _OPUS_STREAM_PAGE_MS, "double")  # fmt: skip
+
+    def write(self, chunk, what: str) -> None:
+        x = _mono(chunk, what)
+        self.samples_in += x.size
+        if self._resampler is not None:
+            x = self._resampler.resample_chunk(x)
+        self._write(x)
+
+    def _write(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        if self._soundfile is None:
+            self._target.write(_int16(x).tobytes())
+        elif self._soundfile.subtype == "PCM_16":
+            self._soundfile.write(_int16(x))
+        else:
+            self._soundfile.write(x)
+
+    def close(self) -> None:
+        if self._resampler is not None:
+            self._write(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._resampler = None
+        if self._soundfile is not None:
+            self._soundfile.close()
+            self._soundfile = None
+
+    def abort(self) -> None:
+        """Release libsndfile's handle without caring what it leaves in the target."""
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---- files --------------------------------------------------------------------------
+
+
+def check_output_path(path, format: str | None = None) -> str:
+    """Before any work: the format ``path`` will be written in, or FormatError when the
+    format is unknown, ``path`` is a directory, or its folder is missing or read-only."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise FormatError(f"cannot write {path}: it is a directory; give a file name")
+    name = resolve_format(path, format)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FormatError(f"cannot write {path}: {folder} is not a folder")
+    if not os.path.isdir(folder):
+        raise FormatError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FormatError(f"cannot write {path}: the folder {folder} is not writable")
+    return name
+
+
+class AudioFileWriter:
+    """Write one waveform to ``path`` chunk by chunk, atomically::
+
+        with AudioFileWriter("book.mp3", 24000) as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    The audio goes to a hidden temporary file beside ``path`` (created with the usual
+    permissions); leaving the block normally closes it and moves it onto ``path``; an
+    exception (or Ctrl-C) deletes it, so ``path`` never holds a partial file. The
+    format comes from ``format=`` or the extension (see ``resolve_format``)."""
+
+    def __init__(self, path, sr: int, format: str | None = None):
+        self.path = os.fspath(path)
+        self.format = check_output_path(self.path, format)
+        self.sample_rate = output_rate(self.format, sr)
+        folder, name = os.path.split(os.path.abspath(self.path))
+        self._tmp = None
+        for _ in range(100):
+            tmp = os.path.join(folder, f".{name}.tmp-{secrets.token_hex(4)}")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise self._error(err) from err
+            self._tmp = tmp
+            break
+        if self._tmp is None:
+            raise FormatError(f"cannot write {self.path}: no free temporary name in {folder}")
+        self._file = os.fdopen(fd, "w+b")
+        try:
+            self._encoder = _Encoder(self._file, self.format, sr)
+        except BaseException as err:
+            self._discard()
+            raise self._error(err) from err
+
+    def _error(self, err: BaseException) -> BaseException:
+        if isinstance(err, FormatError | KeyboardInterrupt | SystemExit):
+            return err
+        if isinstance(err, OSError) and err.strerror:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            return FormatError(f"cannot write {self.path}: {err.strerror} (in the folder {folder})")
+        return FormatError(f"cannot write {self.path}: {err}")
+
+    def _discard(self) -> None:
+        if self._tmp is None:
+            return
+        if getattr(self, "_encoder", None) is not None:
+            self._encoder.abort()
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+        self._tmp = None
+
+    def write(self, chunk) -> None:
+        """Append float samples ``[n]`` (or ``[1, n]``) at the writer's input rate."""
+        if self._tmp is None:
+            raise FormatError(f"{self.path}: the writer is already closed")
+        try:
+            self._encoder.write(chunk, f"cannot write {self.path}")
+        except BaseException as err:
+            self._discard()
+            raise self._error(err) from err
+
+    def close(self) -> None:
+        """Finish the file and move it onto ``path``."""
+        if self._tmp is None:
+            raise FormatError(f"{self.path}: the writer is already closed")
+        try:
+            if self._encoder.samples_in == 0:
+                raise FormatError(f"cannot write {self.path}: the audio is empty (0 samples)")
+            self._encoder.close()
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BaseException as err:
+            self._discard()
+            raise self._error(err) from err
+
+    def abort(self) -> None:
+        """Give up: delete the temporary file, leave ``path`` as it was."""
+        self._discard()
+
+    def __enter__(self) -> AudioFileWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._discard()
+
+
+def encode_audio(wav, sr: int, out=None, format: str | None = None) -> bytes | None:
+    """Encode a mono waveform (float ``[samples]`` or ``[1, samples]`` at rate ``sr``).
+
+    - ``out=None``: return the encoded file as ``bytes`` (``format`` defaults to wav).
+    - ``out`` a path: write it atomically (format from ``format=`` or the extension);
+      returns None.
+    - ``out`` a binary file object (e.g. ``sys.stdout.buffer``): write the bytes to it.
+
+    Raises FormatError for an unknown format (listing the supported ones), audio that
+    is empty, not mono or not finite, and a path that cannot be written."""
+    if out is not None and not hasattr(out, "write"):
+        with AudioFileWriter(out, sr, format) as writer:
+            writer.write(wav)
+        return None
+    name = resolve_format(None, format)
+    x = _mono(wav, f"cannot encode {name}")
+    if x.size == 0:
+        raise FormatError(f"cannot encode {name}: the audio is empty (0 samples)")
+    buffer = io.BytesIO()
+    encoder = _Encoder(buffer, name, sr)
+    encoder.write(x, f"cannot encode {name}")
+    encoder.close()
+    data = buffer.getvalue()
+    if out is None:
+        return data
+    out.write(data)
+    return None
+
+
+# ---- streams ------------------------------------------------------------------------
+
+
+class StreamEncoder:
+    """Encode audio as it is produced into one continuous stream::
+
+        encoder = StreamEncoder("mp3", 24000)
+        for chunk in model.generate_stream(text):
+            send(encoder.push(chunk))
+        send(encoder.finish())
+
+    ``push`` returns the bytes the encoder produced so far (possibly empty: codecs work
+    on whole frames and pages), ``finish`` the rest. ``format``: wav | mp3 | opus | pcm
+    (see the module docstring for what each stream holds); ``sample_rate`` is the rate
+    of the encoded audio."""
+
+    def __init__(self, format: str, sr: int):
+        name = resolve_format(format=format)
+        if name not in STREAM_FORMATS:
+            raise FormatError(
+                f"{name} cannot be streamed (it needs a seekable file); "
+                f"stream formats: {', '.join(STREAM_FORMATS)}"
+            )
+        self._sink = _Sink()
+        self._encoder = _Encoder(self._sink, name, sr, stream=True)
+        self.format = name
+        self.sample_rate = self._encoder.sample_rate
+        self._finished = False
+
+    def push(self, chunk) -> bytes:
+        if self._finished:
+            raise FormatError(f"{self.format} stream: push after finish")
+        try:
+            self._encoder.write(chunk, f"cannot encode the {self.format} stream")
+        except BaseException:
+            self._finished = True
+            self._encoder.abort()
+            raise
+        return self._sink.take()
+
+    def finish(self) -> bytes:
+        if self._finished:
+            raise FormatError(f"{self.format} stream: finish called twice")
+        self._finished = True
+        self._encoder.close()
+        return self._sink.take()
