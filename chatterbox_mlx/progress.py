@@ -83,11 +83,6 @@ class LineProgress(Progress):
         self.stream = stream or sys.stderr
 
     @contextlib.contextmanager
-    def status(self, message: str) -> Iterator[None]:
-        print(f"{message} ...", file=self.stream, flush=True)
-        yield
-
-    @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         report = self._depth == 0 and (total or 0) > 1
         self._depth += 1
