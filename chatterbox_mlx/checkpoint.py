@@ -13,7 +13,8 @@ class, model class and ``sanitize``. :func:`read_config` checks the whole of
 into :class:`Components`, refusing missing, unexpected, mis-shaped and non-finite tensors.
 
 Nothing here downloads or converts: ``convert`` writes folders in this format and
-``hub`` finds them. Imports run ``hub -> convert -> checkpoint``.
+``hub`` finds them. Imports run ``hub -> convert -> checkpoint`` (and ``originals``, the
+original files, beside it).
 """
 
 from __future__ import annotations

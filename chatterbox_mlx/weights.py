@@ -40,22 +40,34 @@ def strip_prefix(weights: Mapping[str, mx.array], prefix: str) -> dict[str, mx.a
 
 
 FINITE_BATCH = 64  # tensors per evaluation of the finiteness check
+_NUMPY_FLOATS = (mx.float16, mx.float32)
 
 
 def non_finite(weights: Mapping[str, mx.array]) -> dict[str, int]:
     """The floating-point tensors holding NaN or infinity, with how many such values.
 
-    One vectorised reduction per tensor, evaluated ``FINITE_BATCH`` tensors at a time
-    (this reads every tensor: a lazily loaded file is materialised here, once)."""
+    Tensors are evaluated ``FINITE_BATCH`` at a time (this reads every tensor: a lazily
+    loaded file is materialised here, once), then reduced with one vectorised check
+    each: on the CPU device numpy's ``isfinite`` over a view of MLX's buffer (no copy;
+    about 8x faster there than MLX's scalar elementwise kernels), elsewhere (and for
+    bfloat16, which numpy lacks) an MLX reduction in the same evaluation."""
     names = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating)]
+    in_numpy = mx.default_device() == mx.cpu
     bad = {}
     for start in range(0, len(names), FINITE_BATCH):
         chunk = names[start : start + FINITE_BATCH]
-        counts = mx.stack([mx.sum(mx.logical_not(mx.isfinite(weights[k]))) for k in chunk])
-        for key, count in zip(chunk, counts.tolist(), strict=True):
-            if count:
-                bad[key] = int(count)
-    return bad
+        viewed = [k for k in chunk if in_numpy and weights[k].dtype in _NUMPY_FLOATS]
+        counted = [k for k in chunk if k not in viewed]
+        counts = [mx.sum(mx.logical_not(mx.isfinite(weights[k]))) for k in counted]
+        mx.eval([weights[k] for k in viewed], counts)
+        for key, count in zip(counted, counts, strict=True):
+            if count.item():
+                bad[key] = int(count.item())
+        for key in viewed:
+            finite = np.isfinite(np.array(weights[key], copy=False))
+            if not finite.all():
+                bad[key] = int(finite.size - np.count_nonzero(finite))
+    return {k: bad[k] for k in names if k in bad}
 
 
 def _plural(n: int, word: str) -> str:

@@ -765,20 +765,27 @@ def test_loading_refuses_a_non_finite_builtin_voice(tmp_path):
         hub.load_components(folder, networks=("voice_encoder",))
 
 
-def test_finiteness_is_checked_in_batches(monkeypatch):
-    """One reduction per tensor, several tensors per evaluation (not one eval each)."""
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16])
+def test_finiteness_is_checked_in_batches(monkeypatch, dtype):
+    """One reduction per tensor, ``FINITE_BATCH`` tensors per evaluation (not one each),
+    on the numpy path (float32/16 on the CPU) and the MLX one (bfloat16) alike."""
     from chatterbox_mlx import weights as weights_mod
 
-    evals = []
-    real_stack = mx.stack
-    monkeypatch.setattr(weights_mod.mx, "stack", lambda xs: evals.append(len(xs)) or real_stack(xs))
-    tensors = {f"w{i}": mx.ones((3, 3)) for i in range(150)}
-    tensors["w7"] = mx.array([1.0, float("nan")])
+    evaluated = []
+    real_eval = mx.eval
+
+    def counting_eval(*args):
+        evaluated.append(len(tree_flatten(list(args))))
+        return real_eval(*args)
+
+    monkeypatch.setattr(weights_mod.mx, "eval", counting_eval)
+    tensors = {f"w{i}": mx.ones((3, 3), dtype=dtype) for i in range(150)}
+    tensors["w7"] = mx.array([1.0, float("nan")], dtype=dtype)
+    tensors["w99"] = mx.array([float("inf"), -float("inf"), 0.0], dtype=dtype)
     tensors["ids"] = mx.array([1, 2], dtype=mx.int32)  # not floating: skipped
-    assert weights_mod.non_finite(tensors) == {"w7": 1}
-    batch, floating = weights_mod.FINITE_BATCH, 150  # w7 replaced, ids skipped
-    assert evals == [min(batch, floating - i) for i in range(0, floating, batch)]
-    assert len(evals) > 1
+    assert weights_mod.non_finite(tensors) == {"w7": 1, "w99": 2}
+    batch, floating = weights_mod.FINITE_BATCH, 150
+    assert evaluated == [min(batch, floating - i) for i in range(0, floating, batch)]
 
 
 # ---------------------------------------------------------------------------- the CLI
