@@ -6,8 +6,10 @@ PyTorch checkpoints (``[batch, channels, time]``, ``[out, in, kernel]``) are
 mapped once, at load time, by each network's ``sanitize``.
 """
 
-from . import _blas
+from .cpu import blas as _cpu_blas
 
-_blas.load()  # must run before the first `import mlx.core`
+_cpu_blas.load()  # must run before the first `import mlx.core`
+
+_blas = _cpu_blas  # the old name of chatterbox_mlx.cpu.blas (benchmarks read `_blas.status`)
 
 __version__ = "0.1.0"

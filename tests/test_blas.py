@@ -1,11 +1,12 @@
-"""The Linux BLAS loader: OpenBLAS is loaded before mlx.core, an env var names another
-library or turns it off, and a missing library is reported once, clearly."""
+"""The Linux BLAS loader (``chatterbox_mlx.cpu.blas``): OpenBLAS is loaded before mlx.core,
+an env var names another library or turns it off, and a missing library is reported once,
+clearly."""
 
 import os
 import subprocess
 import sys
 
-SNIPPET = "import chatterbox_mlx._blas as b, chatterbox_mlx; print(b.status)"
+SNIPPET = "import chatterbox_mlx.cpu.blas as b, chatterbox_mlx; print(b.status)"
 
 
 def run(env_value):
@@ -17,9 +18,9 @@ def run(env_value):
 
 
 def test_default_loads_system_openblas():
-    from chatterbox_mlx import _blas
+    from chatterbox_mlx.cpu import blas
 
-    found = _blas._find_openblas()
+    found = blas._find_openblas()
     r = run(None)
     if not sys.platform.startswith("linux"):
         assert "not needed" in r.stdout
@@ -44,15 +45,15 @@ def test_bad_path_is_reported():
 def test_numpy_blas_is_single_threaded_inside_and_restored_after():
     import threading
 
-    from chatterbox_mlx import _blas
+    from chatterbox_mlx.cpu import blas
 
     import numpy
 
-    controls = _blas._numpy_openblas_threads()
+    controls = blas._numpy_openblas_threads()
     blas_name = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     if "openblas" not in blas_name:  # Accelerate, MKL...: nothing to control, say so
         assert controls is False
-        with _blas.single_threaded_numpy_blas() as ctx:
+        with blas.single_threaded_numpy_blas() as ctx:
             assert not ctx.active
         return
     assert controls, f"numpy's bundled {blas_name} was not found"
@@ -62,7 +63,7 @@ def test_numpy_blas_is_single_threaded_inside_and_restored_after():
     seen = []
 
     def worker():
-        with _blas.single_threaded_numpy_blas() as ctx:
+        with blas.single_threaded_numpy_blas() as ctx:
             assert ctx.active
             barrier.wait()  # both inside at once
             seen.append(get())
@@ -78,13 +79,13 @@ def test_numpy_blas_is_single_threaded_inside_and_restored_after():
 
 
 def test_environment_sets_only_missing_variables_and_restores(monkeypatch):
-    from chatterbox_mlx import _blas
+    from chatterbox_mlx.cpu import blas
 
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    with _blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+    with blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "16"
     assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")  # the user's choice wins
-    with _blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+    with blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
     assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"

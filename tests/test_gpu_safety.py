@@ -46,3 +46,48 @@ def test_float64_mlx_ops_are_pinned_to_the_cpu_stream():
         for line in float64_calls_off_the_cpu_stream(path.read_text())
     ]
     assert not offenders, f"float64 MLX ops off the CPU stream: {offenders}"
+
+
+# What only chatterbox_mlx.layers may touch: the CPU kernels and device checks.
+BOUNDARY_NAMES = {"numpy_view", "on_cpu", "default_device_is_cpu", "cpu_kernels_active", "_blas"}
+
+
+def boundary_crossings(source: str) -> list[str]:
+    """``line: what`` for each import of ``chatterbox_mlx.cpu`` / ``_blas``, each use of a
+    device check or numpy view, and each test of ``mx.default_device()``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = {alias.name for alias in node.names}
+            if module.split(".")[0] in ("cpu", "_blas") or module.endswith((".cpu", "_blas")):
+                found.append(f"{node.lineno}: from {module} import")
+            elif names & (BOUNDARY_NAMES | {"cpu"}):
+                found.append(f"{node.lineno}: import {sorted(names & (BOUNDARY_NAMES | {'cpu'}))}")
+        elif isinstance(node, ast.Attribute) and node.attr in BOUNDARY_NAMES | {"default_device"}:
+            found.append(f"{node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in BOUNDARY_NAMES:
+            found.append(f"{node.lineno}: {node.id}")
+    return found
+
+
+def test_the_boundary_check_catches_a_crossing():
+    assert boundary_crossings("from ..layers import Conv1d, attention") == []
+    assert boundary_crossings("from ..layers import on_cpu") == ["1: import ['on_cpu']"]
+    assert boundary_crossings("from ..cpu import conv") == ["1: from cpu import"]
+    assert boundary_crossings("from .. import cpu") == ["1: import ['cpu']"]
+    assert boundary_crossings("if mx.default_device() == mx.cpu: pass") == ["1: .default_device"]
+    assert boundary_crossings("y = layers.numpy_view(x)") == ["1: .numpy_view"]
+
+
+def test_networks_reach_cpu_paths_only_through_layers():
+    # A network module reads as an MLX model: the CPU-only paths, and the decision whether
+    # to take them, live behind chatterbox_mlx.layers (DEVELOPING.md, "CPU boundary").
+    # models/t3 is being moved behind the boundary separately (its quantization warning).
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{crossing}"
+        for path in sorted((PACKAGE / "models").rglob("*.py"))
+        if not path.relative_to(PACKAGE / "models").parts[0].startswith("t3")
+        for crossing in boundary_crossings(path.read_text())
+    ]
+    assert not offenders, f"network modules crossing the CPU boundary: {offenders}"

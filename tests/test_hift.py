@@ -17,7 +17,8 @@ Tolerances (max abs error relative to the reference's max abs value):
   ours differs from it by 4.3e-3 (source) and 1.2e-2 (waveform).
 """
 
-from chatterbox_mlx import layers
+from chatterbox_mlx import cpu
+from chatterbox_mlx.cpu import conv as cpu_conv
 from chatterbox_mlx.models import hift
 from chatterbox_mlx.weights import CheckpointError
 
@@ -217,10 +218,11 @@ def test_full_size(full):
     assert_close(wav, golden["wav"], E2E_WAV_RTOL, "full waveform, end to end")
 
 
+@pytest.mark.skipif(not cpu.enabled(), reason="CPU kernels switched off: no per-tap convs")
 def test_full_size_per_tap_convs(full, monkeypatch):
-    """The golden is too short for the per-tap convolution path (taken from about 1.7 s of
-    audio on); force it so the reference's numbers cover it."""
-    monkeypatch.setattr(layers, "TAPS_MIN_SIZE", 0)
+    """The golden is too short for the CPU's per-tap convolution path (taken from about
+    1.7 s of audio on); force it so the reference's numbers cover it."""
+    monkeypatch.setattr(cpu_conv, "TAPS_MIN_SIZE", 0)
     model, golden = full
     wav = model.decode(channels_last(golden["mel"]), to_mx(golden["source"]))
     assert_close(wav, golden["wav"], RTOL, "full waveform, per-tap convolutions")

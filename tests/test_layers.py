@@ -1,11 +1,26 @@
-"""The BLAS-friendly convolutions in chatterbox_mlx.layers against MLX's own kernels.
+"""The CPU boundary: every CPU-only path in chatterbox_mlx.cpu against the MLX formulation
+that chatterbox_mlx.layers runs on a GPU, and the switch that turns all of them off.
 
-Both compute the same sums in a different order, so they agree to float32 rounding:
-errors are relative to the output's max abs value, tolerance 1e-5.
+Tests named ``*_matches_*`` force the CPU paths on (``cpu.switch(True)``), so they check
+the formulations whatever CHATTERBOX_MLX_CPU_KERNELS says; the others run the layers as the
+environment sets them (CI runs this file with the switch on and off). Both formulations
+compute the same sums in a different order (and numpy's sin/exp are within a few ulp of
+libm's), so they agree to float32 rounding: errors are relative to the output's max abs
+value, tolerance 1e-5.
 """
 
+import collections
+import functools
+import importlib
+import os
+import subprocess
+import sys
+
 import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
-from chatterbox_mlx import layers
+from chatterbox_mlx import cpu, layers
+from chatterbox_mlx.cpu import blas
+from chatterbox_mlx.cpu import conv as cpu_conv
+from chatterbox_mlx.cpu import linear as cpu_linear
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -18,11 +33,43 @@ from tests.helpers.golden import assert_close
 RTOL = 1e-5
 
 
+@pytest.fixture
+def cpu_paths():
+    """The CPU-only paths on, on the CPU backend (where these tests run)."""
+    assert layers.default_device_is_cpu()
+    with cpu.switch(True):
+        yield
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts, by ``module.function``, the calls of every public function of the CPU kernel
+    modules (``cpu.KERNEL_MODULES``); starts with an entry of 0 for each."""
+    calls = collections.Counter()
+    for name in cpu.KERNEL_MODULES:
+        module = importlib.import_module(f"chatterbox_mlx.cpu.{name}")
+        for attr, fn in list(vars(module).items()):
+            if attr.startswith("_") or getattr(fn, "__module__", None) != module.__name__:
+                continue
+
+            @functools.wraps(fn)
+            def spy(*args, _fn=fn, _key=f"{name}.{attr}", **kwargs):
+                calls[_key] += 1
+                return _fn(*args, **kwargs)
+
+            calls[f"{name}.{attr}"] = 0
+            monkeypatch.setattr(module, attr, spy)
+    return calls
+
+
 def _inputs(batch, steps, in_ch, out_ch, kernel, seed=0):
     rng = np.random.default_rng(seed)
     x = mx.array(rng.standard_normal((batch, steps, in_ch)).astype(np.float32))
     w = mx.array(rng.standard_normal((out_ch, kernel, in_ch)).astype(np.float32))
     return x, w
+
+
+# ------------------------------------------------------------------ convolutions
 
 
 @pytest.mark.parametrize(
@@ -34,30 +81,32 @@ def _inputs(batch, steps, in_ch, out_ch, kernel, seed=0):
         (40, 4, 6, 7, 1, 0, 2),
         (41, 6, 4, 3, 1, 3, 3),  # length a multiple of the dilation
         (52, 6, 4, 11, 1, 0, 5),  # 2 outputs: fewer than the 5 phases
-        (61, 18, 9, 30, 15, 7, 1),  # HiFT source_downs, stride 15 (mx.conv1d)
+        (61, 18, 9, 30, 15, 7, 1),  # HiFT source_downs, stride 15
         (40, 4, 6, 3, 2, 2, 3),  # strided and dilated: im2col
         (41, 5, 3, 4, 3, 0, 2),
-        (10, 3, 2, 1, 1, 0, 1),
+        (10, 3, 2, 1, 1, 0, 1),  # kernel 1: one matmul
+        (11, 3, 2, 1, 2, 1, 1),  # kernel 1, strided
         (5, 3, 2, 4, 2, 5, 3),  # padding larger than the kernel
     ],
 )
 @pytest.mark.parametrize("path", ["im2col", "taps"])
-def test_conv1d_matches_mlx(steps, in_ch, out_ch, kernel, stride, padding, dilation, path,
-                            monkeypatch):  # fmt: skip
+def test_cpu_conv1d_matches_mx_conv1d(steps, in_ch, out_ch, kernel, stride, padding, dilation,
+                                      path, cpu_paths, monkeypatch):  # fmt: skip
     # stride-1 convs switch to one multiply-accumulate per tap above TAPS_MIN_SIZE elements
-    monkeypatch.setattr(layers, "TAPS_MIN_SIZE", 0 if path == "taps" else 2**62)
+    monkeypatch.setattr(cpu_conv, "TAPS_MIN_SIZE", 0 if path == "taps" else 2**62)
     x, w = _inputs(2, steps, in_ch, out_ch, kernel)
     expected = mx.conv1d(x, w, stride, padding, dilation)
-    actual = layers.conv1d(x, w, stride, padding, dilation)
-    assert_close(actual, expected, RTOL, "conv1d")
+    assert_close(layers.conv1d(x, w, stride, padding, dilation), expected, RTOL, "conv1d")
 
 
-def test_conv1d_default_switch_at_hift_size():
-    """HiFT's last stage (64 channels, kernel 11, 5 s of audio) takes the per-tap path."""
+def test_cpu_conv1d_matches_mx_conv1d_at_hift_size(cpu_paths, kernel_calls):
+    """HiFT's last stage (64 channels, kernel 11, 5 s of audio) takes the per-tap path by
+    default."""
     x, w = _inputs(1, 6000 * 5, 64, 64, 11)
-    assert 11 * x.size > layers.TAPS_MIN_SIZE
+    assert 11 * x.size > cpu_conv.TAPS_MIN_SIZE
     expected = mx.conv1d(x, w, 1, 15, 3)
     assert_close(layers.conv1d(x, w, 1, 15, 3), expected, RTOL, "conv1d, per tap")
+    assert kernel_calls["conv.conv1d"] == 1
 
 
 @pytest.mark.parametrize(
@@ -73,11 +122,25 @@ def test_conv1d_default_switch_at_hift_size():
         (1, 4, 2, 1, 0),
     ],
 )
-def test_conv_transpose1d_matches_mlx(steps, kernel, stride, padding, output_padding):
+def test_cpu_conv_transpose1d_matches_mx(steps, kernel, stride, padding, output_padding,
+                                         cpu_paths):  # fmt: skip
     x, w = _inputs(2, steps, 5, 4, kernel, seed=1)
     expected = mx.conv_transpose1d(x, w, stride, padding, 1, output_padding)
     actual = layers.conv_transpose1d(x, w, stride, padding, 1, output_padding)
     assert_close(actual, expected, RTOL, "conv_transpose1d")
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,in_ch",
+    [(3, 1, 1, 1), (3, 2, 1, 4), (1, 2, 0, 4), (3, 1, 0, 3)],  # CAMPPlus's head convs
+)
+def test_cpu_conv2d_matches_mx_conv2d(kernel, stride, padding, in_ch, cpu_paths):
+    rng = np.random.default_rng(6)
+    x = mx.array(rng.standard_normal((2, 13, 16, in_ch)).astype(np.float32))
+    w = mx.array(rng.standard_normal((5, kernel, kernel, in_ch)).astype(np.float32))
+    expected = mx.conv2d(x, w, (1, stride), (padding, padding))
+    actual = layers.conv2d(x, w, (1, stride), (padding, padding))
+    assert_close(actual, expected, RTOL, "conv2d")
 
 
 def test_modules_are_drop_in():
@@ -119,9 +182,12 @@ def test_channel_mismatch_is_named():
         layers.conv1d(x[:, :2], w[:, :3], dilation=4)
 
 
+# ------------------------------------------------------------------ Linear
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 48), (1, 48), (2, 1, 48), (1, 16, 48), (3, 40, 48)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_paths_match_mlx(shape, bias):
+def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls):
     """One row: BLAS sgemv (when a BLAS is loaded); up to 16 rows: W @ x^T; more: MLX."""
     ours, theirs = layers.Linear(48, 80, bias=bias), nn.Linear(48, 80, bias=bias)
     if bias:
@@ -131,33 +197,33 @@ def test_linear_paths_match_mlx(shape, bias):
     y = ours(x)
     assert y.shape == (*shape[:-1], 80)
     assert_close(y, theirs(x), RTOL, f"Linear {shape}")
+    rows = x.size // 48
+    assert kernel_calls["linear.linear"] == (rows <= cpu_linear.DECODE_ROWS)
+    assert kernel_calls["linear.matvec"] == (rows == 1)
 
 
 def test_matvec_uses_blas_when_loaded():
     weight = mx.array(np.random.default_rng(5).standard_normal((30, 20)).astype(np.float32))
     x = mx.ones((1, 20))
-    y = layers.matvec(weight, x, None)
-    if chatterbox_mlx._blas.loaded_path is None:
+    y = cpu_linear.matvec(weight, x, None)
+    if blas.loaded_path is None:
         assert y is None
     else:
         assert_close(y[None], x @ weight.T, RTOL, "sgemv")
-    assert layers.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
-    assert layers.matvec(weight, x.astype(mx.float16), None) is None
-    assert layers.matvec(weight.T, x[:, :30], None) is None  # a transposed view: not in place
+    assert cpu_linear.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
+    assert cpu_linear.matvec(weight, x.astype(mx.float16), None) is None
+    assert cpu_linear.matvec(weight.T, x[:, :30], None) is None  # a transposed view
 
 
-# The CPU backend runs attention, Mish and Snake in numpy; other backends use the MLX
-# formulations below. Both must agree (float32 rounding, and numpy's sin/exp within a
-# few ulp of libm's): tolerance 1e-5 of the output's max abs value.
+# ------------------------------------------------------------------ numpy paths
 
 
 @pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_numpy_attention_matches_mlx_attention(with_bias, threaded, monkeypatch):
-    from chatterbox_mlx import _blas
-
+def test_numpy_attention_matches_mx_fast_attention(with_bias, threaded, cpu_paths, monkeypatch,
+                                                   kernel_calls):  # fmt: skip
     if not threaded:  # numpy's BLAS not controllable (not OpenBLAS): one thread does all
-        monkeypatch.setattr(_blas, "_numpy_threads", False)
+        monkeypatch.setattr(blas, "_numpy_threads", False)
     rng = np.random.default_rng(1)
     # q, k, v as transposed views of one [B, T, 3, H, D] projection, as the models make them
     qkv = mx.array(rng.standard_normal((2, 23, 3, 4, 8)).astype(np.float32))
@@ -165,36 +231,10 @@ def test_numpy_attention_matches_mlx_attention(with_bias, threaded, monkeypatch)
     bias = mx.array(rng.standard_normal((1, 4, 23, 23)).astype(np.float32)) if with_bias else None
     expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask=bias)
     assert_close(layers.attention(q, k, v, 0.35, bias), expected, RTOL, "attention")
+    assert kernel_calls["attention.attention"] == 1
 
 
-def test_numpy_mish_and_snake_match_their_compiled_kernels():
-    from chatterbox_mlx.models.flow_decoder import _mish, mish
-    from chatterbox_mlx.models.hift import _snake, snake
-
-    rng = np.random.default_rng(2)
-    x = mx.array((rng.standard_normal((2, 50, 16)) * 8).astype(np.float32))
-    x = mx.concatenate([x, mx.full((2, 1, 16), 30.0)], axis=1)  # past mish's clamp at 20
-    assert_close(mish(x), _mish(x), RTOL, "mish")
-    alpha = mx.array(rng.uniform(0.05, 3.0, 16).astype(np.float32))
-    assert_close(snake(x, alpha), _snake(x, alpha, 1.0 / (alpha + 1e-9)), RTOL, "snake")
-    assert isinstance(layers.numpy_view(x), np.ndarray)  # these tests ran the numpy paths
-
-
-def test_numpy_fsmn_memory_matches_the_mlx_loop(monkeypatch):
-    from chatterbox_mlx.models import s3tokenizer
-
-    rng = np.random.default_rng(3)
-    block = s3tokenizer.FSMNMultiHeadAttention(16, 2, 31)
-    block.fsmn_block.weight = mx.array(rng.standard_normal((16, 31, 1)).astype(np.float32))
-    v = mx.array(rng.standard_normal((2, 150, 16)).astype(np.float32))  # 150: not 64 * n
-    mask = mx.array(np.arange(150)[None, :, None] < np.array([150, 97])[:, None, None])
-    mask = mask.astype(mx.float32)
-    numpy_out = block.fsmn_memory(v, mask)
-    monkeypatch.setattr(s3tokenizer, "numpy_view", lambda x: None)
-    assert_close(numpy_out, block.fsmn_memory(v, mask), RTOL, "fsmn memory")
-
-
-def test_half_precision_attention_on_the_cpu_stays_in_mlx():
+def test_half_precision_attention_on_the_cpu_stays_in_mlx(cpu_paths, kernel_calls):
     # numpy has no bfloat16, so non-float32 inputs keep the MLX formulation; half
     # precision rounding (~1e-3) sets the tolerance
     rng = np.random.default_rng(4)
@@ -205,3 +245,204 @@ def test_half_precision_attention_on_the_cpu_stays_in_mlx():
     actual = layers.attention(q, k, v, 0.3)
     assert actual.dtype == mx.float16
     assert_close(actual.astype(mx.float32), expected, 5e-3, "float16 attention")
+    assert kernel_calls["attention.attention"] == 0
+
+
+def _activation_input():
+    rng = np.random.default_rng(2)
+    x = mx.array((rng.standard_normal((2, 50, 16)) * 8).astype(np.float32))
+    return mx.concatenate([x, mx.full((2, 1, 16), 30.0)], axis=1)  # past mish's clamp at 20
+
+
+def test_numpy_mish_and_snake_match_their_compiled_kernels(cpu_paths, kernel_calls):
+    x = _activation_input()
+    with cpu.switch(False):
+        mlx_mish = layers.mish(x)
+    assert_close(layers.mish(x), mlx_mish, RTOL, "mish")
+    alpha = mx.array(np.random.default_rng(3).uniform(0.05, 3.0, 16).astype(np.float32))
+    with cpu.switch(False):
+        mlx_snake = layers.snake(x, alpha)
+    assert_close(layers.snake(x, alpha), mlx_snake, RTOL, "snake")
+    assert kernel_calls["activations.mish"] == kernel_calls["activations.snake"] == 1
+
+
+def test_erf_polynomial_gelu_matches_mlx_gelu(cpu_paths, kernel_calls):
+    x = mx.concatenate([_activation_input().reshape(-1), mx.linspace(-6, 6, 1201)])
+    with cpu.switch(False):
+        expected = layers.gelu(x)  # nn.gelu: mx.erf
+    assert_close(layers.gelu(x), expected, RTOL, "gelu")
+    assert_close(layers.GELU()(x), expected, RTOL, "GELU")
+    assert kernel_calls["activations.gelu"] == 2
+
+
+def test_numpy_fsmn_memory_matches_the_mlx_loop(cpu_paths, kernel_calls):
+    from chatterbox_mlx.models import s3tokenizer
+
+    rng = np.random.default_rng(3)
+    block = s3tokenizer.FSMNMultiHeadAttention(16, 2, 31)
+    block.fsmn_block.weight = mx.array(rng.standard_normal((16, 31, 1)).astype(np.float32))
+    v = mx.array(rng.standard_normal((2, 150, 16)).astype(np.float32))  # 150: not 64 * n
+    mask = mx.array(np.arange(150)[None, :, None] < np.array([150, 97])[:, None, None])
+    mask = mask.astype(mx.float32)
+    numpy_out = block.fsmn_memory(v, mask)
+    assert kernel_calls["conv.fsmn_memory"] == 1
+    with cpu.switch(False):
+        assert_close(numpy_out, block.fsmn_memory(v, mask), RTOL, "fsmn memory")
+    assert kernel_calls["conv.fsmn_memory"] == 1
+
+
+# ------------------------------------------------------------------ the switch
+
+
+def _every_dispatcher() -> list[mx.array]:
+    """One call of each dispatcher per CPU path it has (TAPS_MIN_SIZE set to 0 by the
+    caller, so stride-1 convs with kernel > 1 go per tap)."""
+    rng = np.random.default_rng(7)
+
+    def randn(*shape):
+        return mx.array(rng.standard_normal(shape).astype(np.float32))
+
+    x, w = randn(1, 12, 4), randn(3, 3, 4)
+    q, k, v = randn(1, 2, 5, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
+    linear = layers.Linear(4, 3)
+    linear.update({"weight": randn(3, 4), "bias": randn(3)})
+    return [
+        layers.attention(q, k, v, 0.5, randn(1, 2, 5, 5)),
+        layers.mish(x),
+        layers.snake(x, mx.ones((4,))),
+        layers.gelu(x),
+        layers.GELU()(x),
+        layers.fsmn_memory(x, randn(4, 5), 2, 2),
+        linear(x[:, :1]),  # one row: sgemv
+        linear(x[:, :3]),  # a few rows: weight-first
+        linear(randn(1, 20, 4)),  # MLX
+        layers.conv1d(x, w, padding=1),  # per tap
+        layers.conv1d(x, w, stride=2, dilation=2),  # im2col
+        layers.conv1d(x, w[:, :1]),  # kernel 1: a matmul
+        layers.conv_transpose1d(x, w, stride=2),
+        layers.conv2d(randn(1, 6, 8, 2), randn(3, 3, 3, 2), (1, 2), (1, 1)),
+    ]
+
+
+def test_the_switch_turns_every_cpu_path_off(kernel_calls, monkeypatch):
+    monkeypatch.setattr(cpu_conv, "TAPS_MIN_SIZE", 0)
+    with cpu.switch(True):
+        assert layers.cpu_kernels_active() and not layers.compilable()
+        on = _every_dispatcher()
+    not_run = sorted(name for name, n in kernel_calls.items() if n == 0)
+    assert not not_run, f"_every_dispatcher misses the CPU paths {not_run}"
+    kernel_calls.clear()
+    with cpu.switch(False):
+        assert not layers.cpu_kernels_active() and layers.compilable()
+        off = _every_dispatcher()
+    assert not +kernel_calls, f"CPU paths ran with the switch off: {dict(+kernel_calls)}"
+    for i, (a, b) in enumerate(zip(on, off, strict=True)):
+        assert_close(a, b, RTOL, f"dispatcher call {i}")
+
+
+def _tiny_networks():
+    """Each network that calls a CPU path, at a tiny random size, with an input."""
+    from chatterbox_mlx.models import campplus, flow_decoder, flow_encoder, hift, s3tokenizer
+
+    mx.random.seed(0)
+    decoder = flow_decoder.ConditionalDecoder(
+        flow_decoder.DecoderConfig(
+            in_channels=32,
+            out_channels=8,
+            channels=(16,),
+            attention_head_dim=8,
+            n_blocks=1,
+            num_mid_blocks=1,
+            num_heads=2,
+        )  # fmt: skip
+    )
+    encoder = flow_encoder.UpsampleConformerEncoder(
+        flow_encoder.EncoderConfig(
+            input_size=16,
+            output_size=16,
+            attention_heads=2,
+            linear_units=32,
+            num_blocks=1,
+            num_up_blocks=1,
+        )  # fmt: skip
+    )
+    vocoder = hift.HiFTGenerator(
+        hift.HiFTConfig(
+            in_channels=8,
+            base_channels=16,
+            f0_cond_channels=8,
+            resblock_kernel_sizes=(3,),
+            resblock_dilation_sizes=((1, 3),),
+        )  # fmt: skip
+    )
+    tokenizer = s3tokenizer.S3TokenizerV2(
+        s3tokenizer.S3TokenizerConfig(
+            n_mels=8, n_audio_state=128, n_audio_head=2, n_audio_layer=1, fsmn_kernel_size=5
+        )  # fmt: skip
+    )
+    speaker = campplus.CAMPPlus(
+        campplus.CAMPPlusConfig(
+            feat_dim=16,
+            embedding_size=8,
+            growth_rate=4,
+            bn_size=2,
+            init_channels=8,
+            head_channels=4,
+            block_layers=(1, 1, 1),
+        )  # fmt: skip
+    )
+    x = mx.random.normal((1, 10, 8))
+    return [
+        lambda: decoder(x, x, mx.array([0.5]), mx.random.normal((1, 8)), x),
+        lambda: encoder(mx.random.normal((1, 6, 16), key=mx.random.key(1))),
+        lambda: vocoder(mx.random.normal((1, 4, 8), key=mx.random.key(2)))[0],
+        lambda: tokenizer(mx.random.normal((1, 40, 8), key=mx.random.key(3)), [40])[1],
+        lambda: speaker(mx.random.normal((1, 20, 16), key=mx.random.key(4))),
+    ]
+
+
+def test_the_networks_reach_cpu_paths_only_through_the_switch(kernel_calls):
+    networks = _tiny_networks()
+    with cpu.switch(False):
+        for run in networks:
+            mx.eval(run())
+    assert not +kernel_calls, f"CPU paths ran with the switch off: {dict(+kernel_calls)}"
+    with cpu.switch(True):
+        for i, run in enumerate(networks):
+            before = sum(kernel_calls.values())
+            mx.eval(run())
+            assert sum(kernel_calls.values()) > before, f"network {i} ran no CPU path"
+
+
+def _import_state(value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != cpu.ENV_VAR}
+    if value is not None:
+        env[cpu.ENV_VAR] = value
+    code = (
+        "import chatterbox_mlx.cpu.blas as b, chatterbox_mlx; from chatterbox_mlx import cpu, "
+        "layers; print(cpu.enabled(), layers.cpu_kernels_active(), b.status.split()[0])"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+
+
+def test_the_environment_variable_is_read_at_import():
+    on, off, bad = _import_state(None), _import_state("off"), _import_state("sometimes")
+    blas_state = blas.status.split()[0]  # the switch leaves the BLAS loading alone
+    assert on.stdout.split() == ["True", "True", blas_state], on.stderr
+    assert off.stdout.split() == ["False", "False", blas_state], off.stderr
+    assert bad.stdout.split() == ["True", "True", blas_state]
+    assert f"{cpu.ENV_VAR}='sometimes' is neither on nor off" in bad.stderr
+
+
+def test_switch_restores_the_previous_setting():
+    before = cpu.enabled()
+    with cpu.switch(not before):
+        assert cpu.enabled() is (not before)
+        with cpu.switch(before):
+            assert cpu.enabled() is before
+        assert cpu.enabled() is (not before)
+    assert cpu.enabled() is before
+    with pytest.raises(RuntimeError), cpu.switch(not before):
+        raise RuntimeError
+    assert cpu.enabled() is before

@@ -1,4 +1,4 @@
-"""Load an optimized BLAS before ``mlx.core`` on Linux.
+"""Load an optimized BLAS before ``mlx.core`` on Linux (``import chatterbox_mlx`` does).
 
 The ``mlx-cpu`` wheel resolves its ``cblas_*`` calls to a slow reference BLAS.
 Loading a real BLAS into the global symbol namespace first makes the dynamic

@@ -6,22 +6,25 @@ connected blocks of context-aware-masked TDNN layers with transit layers between
 statistics pooling and a dense layer. BatchNorm always uses the stored running statistics.
 
 Layout is channels-last: features ``[B, T, F]``, hidden sequences ``[B, T, C]``, and the
-FCM's 2-D maps ``[B, T, F, C]`` (time outermost; torch has ``[B, C, F, T]``). Convolutions
-are gathers + matmuls, which reach BLAS on the CPU (MLX's own CPU convs are slow for
-dilated and 2-D kernels).
+FCM's 2-D maps ``[B, T, F, C]`` (time outermost; torch has ``[B, C, F, T]``). The
+convolutions are ``chatterbox_mlx.layers``' (gathers + matmuls on the CPU, where MLX's own
+kernels are slow for dilated and 2-D convolutions).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from .. import layers
+from ..config_utils import from_dict
+from ..constants import S3_SR
+from ..layers import Conv1d
 from ..weights import conv1d_weight, conv2d_weight
 
 
@@ -39,16 +42,15 @@ class CAMPPlusConfig:
     block_dilations: tuple[int, ...] = (1, 2, 2)
     segment_length: int = 100  # CAM segment pooling, in frames after the TDNN
     bn_eps: float = 1e-5
-    sample_rate: int = 16000
+    sample_rate: int = S3_SR
 
     @classmethod
     def from_dict(cls, params: dict) -> CAMPPlusConfig:
-        names = {f.name for f in fields(cls)}
-        known = {k: v for k, v in params.items() if k in names}
+        params = dict(params)
         for key in ("head_blocks", "block_layers", "block_kernels", "block_dilations"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
+            if key in params:
+                params[key] = tuple(params[key])
+        return from_dict(cls, params)
 
 
 class BatchNorm(nn.Module):
@@ -83,17 +85,12 @@ class BatchNormReLU(nn.Module):
         return nn.relu(self.batchnorm(x))
 
 
-def Conv1d(in_dims, out_dims, kernel_size=1, stride=1, padding=0, dilation=1, bias=False):
-    """The reference's ``nn.Conv1d`` defaults here: kernel 1, no bias."""
-    return layers.Conv1d(in_dims, out_dims, kernel_size, stride, padding, dilation, bias=bias)
-
-
 class Conv2d(nn.Module):
     """2-D convolution on ``[B, T, F, C]``, weight ``[out, k_time, k_freq, in]``, "same"
     padding; ``stride`` applies to frequency only (the reference's stride (2, 1) over (F, T)).
 
-    The frequency taps are gathered once (``[B, T + 2p, F', k * in]``); each time tap is then
-    a contiguous slice along the outer time axis, so the conv is k matmuls and no 9x im2col."""
+    On the CPU (``layers.conv2d``) the frequency taps are gathered once and each time tap is
+    a contiguous slice along the outer time axis: k matmuls, no 9x im2col."""
 
     def __init__(self, in_dims, out_dims, kernel_size, stride=1):
         super().__init__()
@@ -101,17 +98,8 @@ class Conv2d(nn.Module):
         self.weight = mx.zeros((out_dims, kernel_size, kernel_size, in_dims))
 
     def __call__(self, x: mx.array) -> mx.array:
-        out_dims, k_time, k_freq, in_dims = self.weight.shape
-        pad = k_time // 2
-        if pad:
-            x = mx.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
-        cols = layers.windows(x, 2, k_freq, self.stride)  # [B, T + 2 pad, F', k_freq * in]
-        time = x.shape[1] - k_time + 1
-        weight = self.weight.reshape(out_dims, k_time, k_freq * in_dims)
-        y = cols[:, :time] @ weight[:, 0].T
-        for i in range(1, k_time):
-            y = y + cols[:, i : i + time] @ weight[:, i].T
-        return y
+        pad = self.weight.shape[1] // 2
+        return layers.conv2d(x, self.weight, (1, self.stride), (pad, pad))
 
 
 class BasicResBlock(nn.Module):
@@ -162,7 +150,8 @@ class FCM(nn.Module):
 class TDNNLayer(nn.Module):
     def __init__(self, in_dims, out_dims, kernel_size, stride, eps):
         super().__init__()
-        self.linear = Conv1d(in_dims, out_dims, kernel_size, stride, (kernel_size - 1) // 2)
+        padding = (kernel_size - 1) // 2
+        self.linear = Conv1d(in_dims, out_dims, kernel_size, stride, padding, bias=False)
         self.nonlinear = BatchNormReLU(out_dims, eps)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -176,8 +165,8 @@ def segment_means(x: mx.array, segment_length: int) -> mx.array:
     segments = math.ceil(time / segment_length)
     padded = mx.pad(x, [(0, 0), (0, segments * segment_length - time), (0, 0)])
     sums = padded.reshape(batch, segments, segment_length, dims).sum(axis=2)
-    counts = np.minimum(segment_length, time - segment_length * np.arange(segments))
-    return sums / mx.array(counts.astype(np.float32))[:, None]
+    counts = [min(segment_length, time - segment_length * i) for i in range(segments)]
+    return sums / mx.array(counts, dtype=mx.float32)[:, None]
 
 
 def expand_segments(x: mx.array, segment_length: int, time: int) -> mx.array:
@@ -194,9 +183,9 @@ class CAMLayer(nn.Module):
         super().__init__()
         padding = (kernel_size - 1) // 2 * dilation
         self.segment_length = segment_length
-        self.linear_local = Conv1d(bn_dims, out_dims, kernel_size, 1, padding, dilation)
-        self.linear1 = Conv1d(bn_dims, bn_dims // reduction, bias=True)
-        self.linear2 = Conv1d(bn_dims // reduction, out_dims, bias=True)
+        self.linear_local = Conv1d(bn_dims, out_dims, kernel_size, 1, padding, dilation, bias=False)
+        self.linear1 = Conv1d(bn_dims, bn_dims // reduction, 1)
+        self.linear2 = Conv1d(bn_dims // reduction, out_dims, 1)
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.linear_local(x)
@@ -211,7 +200,7 @@ class CAMDenseTDNNLayer(nn.Module):
         super().__init__()
         bn_dims, eps = config.bn_size * config.growth_rate, config.bn_eps
         self.nonlinear1 = BatchNormReLU(in_dims, eps)
-        self.linear1 = Conv1d(in_dims, bn_dims)
+        self.linear1 = Conv1d(in_dims, bn_dims, 1, bias=False)
         self.nonlinear2 = BatchNormReLU(bn_dims, eps)
         self.cam_layer = CAMLayer(
             bn_dims, config.growth_rate, kernel_size, dilation, config.segment_length
@@ -241,7 +230,7 @@ class TransitLayer(nn.Module):
     def __init__(self, in_dims: int, out_dims: int, eps: float):
         super().__init__()
         self.nonlinear = BatchNormReLU(in_dims, eps)
-        self.linear = Conv1d(in_dims, out_dims)
+        self.linear = Conv1d(in_dims, out_dims, 1, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.linear(self.nonlinear(x))
@@ -252,11 +241,12 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_dims: int, out_dims: int, eps: float):
         super().__init__()
-        self.linear = Conv1d(in_dims, out_dims)
+        self.linear = Conv1d(in_dims, out_dims, 1, bias=False)
         self.nonlinear = {"batchnorm": BatchNorm(out_dims, eps, affine=False)}
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.nonlinear["batchnorm"](self.linear(x))
+        """``[B, C]`` (one step, as the reference's ``[B, C, 1]``) -> ``[B, out]``."""
+        return self.nonlinear["batchnorm"](self.linear(x[:, None])[:, 0])
 
 
 def statistics_pooling(x: mx.array) -> mx.array:

@@ -16,15 +16,18 @@ All arrays are channels-last: mels are ``[B, T, 80]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import on_cpu
+from .. import layers
+from ..config_utils import from_dict
+from ..constants import MEL_FRAMES_PER_TOKEN, SPEECH_VOCAB_SIZE
 from ..weights import load_safetensors, load_strict, strip_prefix
 from .flow_decoder import ConditionalDecoder, DecoderConfig, sanitize_decoder_key
 from .flow_encoder import EncoderConfig, UpsampleConformerEncoder, sanitize_encoder_key
@@ -34,11 +37,11 @@ MIXER_KEY = "decoder.estimator.time_embed_mixer.weight"
 
 @dataclass
 class FlowConfig:
-    vocab_size: int = 6561
+    vocab_size: int = SPEECH_VOCAB_SIZE
     input_size: int = 512
     output_size: int = 80
     spk_embed_dim: int = 192
-    token_mel_ratio: int = 2
+    token_mel_ratio: int = MEL_FRAMES_PER_TOKEN
     pre_lookahead_len: int = 3
     n_timesteps: int = 10
     cfg_rate: float = 0.7
@@ -56,26 +59,22 @@ class FlowConfig:
         """Turbo and Nano (``s3gen_meanflow.safetensors``)."""
         return cls(n_timesteps=2, meanflow=True, decoder=DecoderConfig(meanflow=True))
 
-    turbo = meanflow_config
-    nano = meanflow_config
-
     @classmethod
-    def from_dict(cls, data: Mapping) -> FlowConfig:
-        data = dict(data)
-        encoder = EncoderConfig(**data.pop("encoder", {}))
-        decoder = dict(data.pop("decoder", {}))
+    def from_dict(cls, params: Mapping) -> FlowConfig:
+        """From ``dataclasses.asdict`` of a config (as ``config.json`` stores it): unknown or
+        mistyped fields are refused by name, the nested ``encoder``/``decoder`` too."""
+        params = dict(params)
+        encoder = from_dict(EncoderConfig, params.pop("encoder", {}), "FlowConfig.encoder")
+        decoder = dict(params.pop("decoder", {}))
         if "channels" in decoder:
             decoder["channels"] = tuple(decoder["channels"])
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"FlowConfig: unknown fields {sorted(unknown)}")
-        return cls(encoder=encoder, decoder=DecoderConfig(**decoder), **data)
+        decoder = from_dict(DecoderConfig, decoder, "FlowConfig.decoder")
+        return from_dict(cls, {**params, "encoder": encoder, "decoder": decoder})
 
 
 def cosine_t_span(n_timesteps: int) -> mx.array:
     t = mx.linspace(0, 1, n_timesteps + 1, dtype=mx.float32)
-    return 1 - mx.cos(t * 0.5 * np.pi)
+    return 1 - mx.cos(t * 0.5 * math.pi)
 
 
 class CausalConditionalCFM(nn.Module):
@@ -89,12 +88,12 @@ class CausalConditionalCFM(nn.Module):
         self._compiled_cfg = self._compiled_plain = None  # built on first use
 
     def _step(self, kind: str):
-        """The Euler step function. Compiled whole except on the CPU backend, whose
-        attention leaves the graph (see ``flow_decoder.attention``); there only the
-        elementwise activations are compiled. Parameters are implicit inputs of the
-        compiled function, so loading new weights needs no recompile."""
+        """The Euler step function, compiled whole where ``layers.compilable()`` (not while
+        the CPU kernels compute outside MLX's graph; their activations are compiled on
+        their own). Parameters are implicit inputs of the compiled function, so loading
+        new weights needs no recompile."""
         fn = self._cfg_step_impl if kind == "cfg" else self._plain_step_impl
-        if on_cpu():
+        if not layers.compilable():
             return fn
         name = f"_compiled_{kind}"
         if getattr(self, name) is None:
@@ -154,7 +153,8 @@ class CausalMaskedDiffWithXvec(nn.Module):
         if config.meanflow != config.decoder.meanflow:
             raise ValueError(
                 f"FlowConfig.meanflow={config.meanflow} but decoder.meanflow="
-                f"{config.decoder.meanflow}: use FlowConfig.english() or FlowConfig.turbo()"
+                f"{config.decoder.meanflow}: use FlowConfig.english() or "
+                "FlowConfig.meanflow_config()"
             )
         self.config = config
         self.input_embedding = nn.Embedding(config.vocab_size, config.input_size)
@@ -197,7 +197,9 @@ class CausalMaskedDiffWithXvec(nn.Module):
                 f"{self.config.vocab_size}): S3Gen needs at least one speech token"
             )
         if (tokens < 0).any():
-            raise ValueError("tokens contain negative ids; speech token ids are 0..6560")
+            raise ValueError(
+                f"tokens contain negative ids; speech token ids are 0..{self.config.vocab_size - 1}"
+            )
         batch = tokens.shape[0]
 
         if prompt_tokens is None:

@@ -8,10 +8,9 @@ block, 12 mid blocks, one up block, all at full time resolution. Sequences are
 unpadded ``[batch, time, channels]``, so the reference's masks are all ones and
 are left out.
 
-Speed (the estimator runs 20 times per English utterance): GELU is a compiled
-multiply-add formulation (MLX's CPU erf is scalar and slow), convs are im2col matmuls,
-and on the CPU backend Mish and the attention run in numpy (vectorised exp); on other
-backends Mish is compiled and the whole Euler step too.
+The estimator runs 20 times per English utterance; its attention, Mish, GELU and
+convolutions come from ``chatterbox_mlx.layers``, which picks the faster CPU formulation
+on the CPU backend.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
-from ..layers import Conv1d, attention, gelu, numpy_view
+from ..layers import Conv1d, attention, gelu, mish
 from .flow_encoder import pad_time
 
 
@@ -49,28 +47,6 @@ def sinusoidal_embedding(t: mx.array, dim: int, scale: float = 1000.0) -> mx.arr
     freqs = mx.exp(mx.arange(half, dtype=mx.float32) * -(math.log(10000.0) / (half - 1)))
     angles = scale * t[:, None] * freqs[None]
     return mx.concatenate([mx.sin(angles), mx.cos(angles)], axis=-1)
-
-
-def mish(x: mx.array) -> mx.array:
-    """x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = n / (n + 2), n = e (e + 2).
-    Beyond x = 20 the ratio is 1 in float32."""
-    xn = numpy_view(x)
-    if xn is None:
-        return _mish(x)
-    e = np.exp(np.minimum(xn, 20.0))
-    n_plus_2 = e + 2.0
-    e *= n_plus_2  # n
-    np.add(e, 2.0, out=n_plus_2)
-    e *= xn
-    e /= n_plus_2
-    return mx.array(e)
-
-
-@mx.compile
-def _mish(x: mx.array) -> mx.array:
-    e = mx.exp(mx.minimum(x, 20.0))
-    n = e * (e + 2.0)
-    return x * n / (n + 2.0)
 
 
 class CausalConv1d(Conv1d):

@@ -12,15 +12,15 @@ Channels-last: mel ``[B, T, 80]``; waveform and source ``[B, T * 480]``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from functools import partial
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from .. import audio
-from ..layers import Conv1d, ConvTranspose1d, numpy_view
+from ..config_utils import from_dict
+from ..constants import S3GEN_SR
+from ..layers import Conv1d, ConvTranspose1d, snake
 from ..weights import (
     CheckpointError,
     conv1d_weight,
@@ -37,7 +37,7 @@ class HiFTConfig:
     in_channels: int = 80
     base_channels: int = 512
     nb_harmonics: int = 8
-    sampling_rate: int = 24000
+    sampling_rate: int = S3GEN_SR
     nsf_alpha: float = 0.1
     nsf_sigma: float = 0.003
     nsf_voiced_threshold: float = 10.0
@@ -66,10 +66,6 @@ class HiFTConfig:
         if "istft_params" in d:
             params = d.pop("istft_params")
             d["n_fft"], d["hop_length"] = params["n_fft"], params["hop_len"]
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"HiFTConfig: unknown fields {unknown}; known: {sorted(names)}")
         for key in (
             "upsample_rates",
             "upsample_kernel_sizes",
@@ -81,7 +77,7 @@ class HiFTConfig:
         for key in ("resblock_dilation_sizes", "source_resblock_dilation_sizes"):
             if key in d:
                 d[key] = tuple(tuple(x) for x in d[key])
-        return cls(**d)
+        return from_dict(cls, d)
 
     @property
     def upsample_factor(self) -> int:
@@ -96,30 +92,8 @@ class ELU(nn.Module):
         return mx.where(x > 0, x, mx.expm1(x))
 
 
-@partial(mx.compile, shapeless=True)
-def _snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
-    return x + inverse_alpha * mx.square(mx.sin(x * alpha))
-
-
-def snake(x: mx.array, alpha: mx.array) -> mx.array:
-    """x + sin^2(alpha x) / alpha (the reference adds 1e-9 to alpha); the per-channel
-    reciprocal is taken once, outside the per-element kernel. On the CPU, where MLX's
-    sin is a scalar libm call, numpy's vectorised sin does it (Snake was 40% of the
-    vocoder's time); elsewhere one compiled kernel."""
-    inverse_alpha = 1.0 / (alpha + 1e-9)
-    xn = numpy_view(x)
-    if xn is None:
-        return _snake(x, alpha, inverse_alpha)
-    y = xn * np.array(alpha, copy=False)
-    np.sin(y, out=y)
-    np.square(y, out=y)
-    y *= np.array(inverse_alpha, copy=False)
-    y += xn
-    return mx.array(y)
-
-
 class Snake(nn.Module):
-    """Snake activation, one alpha per channel."""
+    """Snake activation, x + sin^2(alpha x) / alpha, one alpha per channel."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -360,14 +334,14 @@ class HiFTGenerator(nn.Module):
         return self.decode(mel, source), source
 
 
-def trim_fade(sample_rate: int = 24000) -> mx.array:
+def trim_fade(sample_rate: int = S3GEN_SR) -> mx.array:
     """``S3Token2Wav.trim_fade``: 20 ms of silence, then a 20 ms raised-cosine fade-in."""
     n_trim = sample_rate // 50
     ramp = (mx.cos(mx.linspace(math.pi, 0, n_trim)) + 1) / 2
     return mx.concatenate([mx.zeros((n_trim,)), ramp])
 
 
-def fade_in(wav: mx.array, sample_rate: int = 24000) -> mx.array:
+def fade_in(wav: mx.array, sample_rate: int = S3GEN_SR) -> mx.array:
     """Apply ``trim_fade`` to the start of ``wav`` ``[B, L]``, as ``S3Token2Wav.inference``."""
     fade = trim_fade(sample_rate)
     n = min(fade.shape[0], wav.shape[1])

@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from .. import audio
+from ..config_utils import from_dict
 from ..weights import conv1d_weight
 
 MASK_FRACTION = 0.05  # frames quieter than 5% of the loudest frame carry no watermark
@@ -40,9 +40,10 @@ class PerthConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> PerthConfig:
-        """From ``hparams.yaml``; training-only entries (batch size, lr, loss) are ignored."""
+        """From ``hparams.yaml``: its training-only entries (batch size, lr, loss) are
+        ignored, the model's own are checked by ``config_utils.from_dict``."""
         names = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in values.items() if k in names})
+        config = from_dict(cls, {k: v for k, v in values.items() if k in names})
         if config.window_fn != "hann" or config.window_size != config.n_fft:
             raise ValueError(
                 f"PerthNet config with window_fn={config.window_fn!r}, window_size="
@@ -90,12 +91,12 @@ def _linear_resize(x: mx.array, size: int) -> mx.array:
     """``F.interpolate(mode="linear", align_corners=True)`` along time of ``[B, T, C]``,
     with torch's float32 source positions."""
     n = x.shape[1]
-    scale = np.float32((n - 1) / (size - 1)) if size > 1 else np.float32(0)
-    pos = np.arange(size, dtype=np.float32) * scale
-    lo = np.minimum(np.floor(pos).astype(np.int64), n - 1)
-    hi = np.where(lo < n - 1, lo + 1, lo)
-    frac = mx.array(np.clip(pos - lo, 0, 1).astype(np.float32))[None, :, None]
-    return x[:, mx.array(lo)] * (1 - frac) + x[:, mx.array(hi)] * frac
+    scale = (n - 1) / (size - 1) if size > 1 else 0.0
+    pos = mx.arange(size, dtype=mx.float32) * mx.array(scale, mx.float32)
+    lo = mx.minimum(mx.floor(pos), n - 1)
+    hi = mx.where(lo < n - 1, lo + 1, lo)
+    frac = mx.clip(pos - lo, 0, 1)[None, :, None]  # exact: pos and lo are float32
+    return x[:, lo.astype(mx.int32)] * (1 - frac) + x[:, hi.astype(mx.int32)] * frac
 
 
 def _nearest_resize(x: mx.array, size: int) -> mx.array:
@@ -104,12 +105,12 @@ def _nearest_resize(x: mx.array, size: int) -> mx.array:
     if size == n:
         return x
     if size == 2 * n:
-        index = np.arange(size) >> 1
+        index = mx.arange(size) // 2
     else:
-        scale = np.float32(n) / np.float32(size)
-        index = np.floor(np.arange(size, dtype=np.float32) * scale).astype(np.int64)
-        index = np.minimum(index, n - 1)
-    return x[:, mx.array(index)]
+        scale = mx.array(n, mx.float32) / mx.array(size, mx.float32)
+        index = mx.floor(mx.arange(size, dtype=mx.float32) * scale).astype(mx.int32)
+        index = mx.minimum(index, n - 1)
+    return x[:, index]
 
 
 def _masked_mean(x: mx.array, mask: mx.array) -> mx.array:

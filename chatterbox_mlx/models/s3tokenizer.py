@@ -11,20 +11,18 @@ read as a base-3 number in [0, 6561).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..layers import GELU, Conv1d, attention, gelu, numpy_view
+from ..config_utils import from_dict
+from ..constants import S3_SR, TOKENS_PER_SECOND
+from ..layers import GELU, Conv1d, attention, fsmn_memory, gelu
 from ..weights import conv1d_weight
 
-S3_SR = 16_000
 S3_HOP = 160  # mel frames: 100 per second
-S3_TOKEN_HOP = 640  # tokens: 25 per second
-S3_TOKEN_RATE = 25
-SPEECH_VOCAB_SIZE = 6561
 
 # Long inputs are cut into 30 s windows with 4 s overlap (``_quantize_mixed_batch``).
 MAX_FRAMES = 3000
@@ -47,10 +45,20 @@ class S3TokenizerConfig:
 
     @classmethod
     def from_dict(cls, params: dict) -> S3TokenizerConfig:
-        """Accepts this config's fields and the package's ``ModelConfig`` fields (extra
-        ones such as ``n_audio_ctx``/``use_sdpa`` are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+        """This config's fields, refused by name when unknown or mistyped. The ``s3tokenizer``
+        package's ``ModelConfig`` is accepted too: its ``n_audio_ctx`` and ``use_sdpa`` do not
+        change the model and are dropped, its ``n_codebook_size`` must equal the FSQ's."""
+        params = dict(params)
+        params.pop("n_audio_ctx", None)
+        params.pop("use_sdpa", None)
+        codebook = params.pop("n_codebook_size", None)
+        config = from_dict(cls, params)
+        if codebook is not None and codebook != config.fsq_levels**config.fsq_dims:
+            raise ValueError(
+                f"S3TokenizerConfig: n_codebook_size {codebook} is not fsq_levels ** fsq_dims "
+                f"({config.fsq_levels}**{config.fsq_dims})"
+            )
+        return config
 
     @property
     def head_dim(self) -> int:
@@ -109,22 +117,9 @@ class FSMNMultiHeadAttention(nn.Module):
         self.right_padding = kernel_size - 1 - self.left_padding
 
     def fsmn_memory(self, v: mx.array, mask: mx.array) -> mx.array:
-        """Depthwise conv over time of the (masked) values, plus the values, masked.
-        As a sum of shifted products: cheaper than a grouped conv on the CPU, where numpy
-        does it a block of rows at a time in cache (3x faster; the same sums)."""
-        v = v * mask
+        """Depthwise conv over time of the (masked) values, plus the values, masked."""
         weight = self.fsmn_block.weight[:, :, 0]  # [C, K]
-        pad = [(0, 0), (self.left_padding, self.right_padding), (0, 0)]
-        values = numpy_view(v)
-        if values is not None:
-            taps = np.ascontiguousarray(np.array(weight, copy=False).T)  # [K, C]
-            return mx.array(_shifted_sum(np.pad(values, pad), values, taps)) * mask
-        length = v.shape[1]
-        padded = mx.pad(v, pad)
-        out = v
-        for k in range(weight.shape[1]):
-            out = out + padded[:, k : k + length] * weight[:, k]
-        return out * mask
+        return fsmn_memory(v * mask, weight, self.left_padding, self.right_padding) * mask
 
     def __call__(self, x, bias, mask, cos, sin):
         batch, length, dims = x.shape
@@ -139,21 +134,6 @@ class FSMNMultiHeadAttention(nn.Module):
         attended = attention(q, k, v, head_dim**-0.5, bias)
         attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, dims)
         return self.out(attended) + memory
-
-
-def _shifted_sum(padded: np.ndarray, start: np.ndarray, taps: np.ndarray, rows: int = 64):
-    """``start + sum_k padded[:, k : k + T] * taps[k]`` over ``[B, T, C]``, tap by tap in
-    order, ``rows`` time steps at a time."""
-    out = start.copy()
-    product = np.empty((rows, out.shape[-1]), np.float32)
-    for b in range(out.shape[0]):
-        for first in range(0, out.shape[1], rows):
-            block = out[b, first : first + rows]
-            scratch = product[: len(block)]
-            for k, tap in enumerate(taps):
-                np.multiply(padded[b, first + k : first + k + len(block)], tap, out=scratch)
-                block += scratch
-    return out
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -263,7 +243,7 @@ class S3TokenizerV2(nn.Module):
         per_item: dict[int, list[list[int]]] = {}
         for i, b in enumerate(owners):
             per_item.setdefault(b, []).append(codes[i, : code_lens[i]].tolist())
-        drop = (OVERLAP_SECONDS // 2) * S3_TOKEN_RATE
+        drop = (OVERLAP_SECONDS // 2) * TOKENS_PER_SECOND
         merged = []
         for b, n in enumerate(lengths):
             parts = per_item[b]
@@ -311,8 +291,8 @@ class S3TokenizerV2(nn.Module):
 
 def pad_to_token_multiple(wav: np.ndarray, sr: int) -> np.ndarray:
     """``S3Tokenizer.pad``: right-pad with zeros to a whole number of 40 ms tokens."""
-    n_tokens = math.ceil(wav.shape[-1] / sr * S3_TOKEN_RATE)
-    target = int(n_tokens * (sr / S3_TOKEN_RATE))
+    n_tokens = math.ceil(wav.shape[-1] / sr * TOKENS_PER_SECOND)
+    target = int(n_tokens * (sr / TOKENS_PER_SECOND))
     pad = [(0, 0)] * (wav.ndim - 1) + [(0, target - wav.shape[-1])]
     return np.pad(wav, pad)
 

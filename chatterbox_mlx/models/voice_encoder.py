@@ -7,17 +7,21 @@ Spec: chatterbox ``models/voice_encoder/voice_encoder.py`` (``VoiceEncoder``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from itertools import accumulate
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..config_utils import from_dict
+from ..constants import S3_SR
+
 
 @dataclass
 class VoiceEncoderConfig:
     num_mels: int = 40
-    sample_rate: int = 16000
+    sample_rate: int = S3_SR
     speaker_embed_size: int = 256
     ve_hidden_size: int = 256
     num_layers: int = 3
@@ -26,8 +30,7 @@ class VoiceEncoderConfig:
 
     @classmethod
     def from_dict(cls, params: dict) -> VoiceEncoderConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+        return from_dict(cls, params)
 
 
 def frame_step(config: VoiceEncoderConfig, overlap: float = 0.5, rate: float | None = None):
@@ -35,9 +38,9 @@ def frame_step(config: VoiceEncoderConfig, overlap: float = 0.5, rate: float | N
     if not 0 <= overlap < 1:
         raise ValueError(f"VoiceEncoder: overlap must be in [0, 1), got {overlap}")
     if rate is None:
-        step = int(np.round(config.ve_partial_frames * (1 - overlap)))
+        step = round(config.ve_partial_frames * (1 - overlap))  # half to even, as np.round
     else:
-        step = int(np.round((config.sample_rate / rate) / config.ve_partial_frames))
+        step = round((config.sample_rate / rate) / config.ve_partial_frames)
     if not 0 < step <= config.ve_partial_frames:
         raise ValueError(
             f"VoiceEncoder: rate {rate} / overlap {overlap} give a step of {step} frames; "
@@ -152,7 +155,7 @@ class VoiceEncoder(nn.Module):
         partial_embeds = mx.concatenate(
             [self(partials[i : i + size]) for i in range(0, partials.shape[0], size)]
         )
-        ends = np.cumsum([n for n, _ in wins]).tolist()
+        ends = list(accumulate(n for n, _ in wins))
         starts = [0, *ends[:-1]]
         raw = mx.stack(
             [mx.mean(partial_embeds[s:e], axis=0) for s, e in zip(starts, ends, strict=True)]

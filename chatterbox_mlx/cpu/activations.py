@@ -1,0 +1,79 @@
+"""Elementwise activations for MLX's CPU backend, whose ``exp``, ``sin`` and ``erf`` are
+scalar code: Mish and Snake through numpy's vectorised ``exp``/``sin`` (3-15x faster here;
+Snake was 40% of the vocoder's time), exact GELU through an erf polynomial that
+``mx.compile`` fuses. The GPU formulations are in ``chatterbox_mlx.layers``.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from .arrays import numpy_buffer
+
+
+def mish(x: mx.array) -> mx.array:
+    """x * tanh(softplus(x)) of float32 ``x`` with one exp: tanh(log(1 + e)) = n / (n + 2),
+    n = e (e + 2). Beyond x = 20 the ratio is 1 in float32."""
+    xn = numpy_buffer(x)
+    e = np.exp(np.minimum(xn, 20.0))
+    n_plus_2 = e + 2.0
+    e *= n_plus_2  # n
+    np.add(e, 2.0, out=n_plus_2)
+    e *= xn
+    e /= n_plus_2
+    return mx.array(e)
+
+
+def snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
+    """x + sin^2(alpha x) * inverse_alpha of float32 ``x [..., C]``, per-channel ``alpha``."""
+    xn = numpy_buffer(x)
+    y = xn * numpy_buffer(alpha)
+    np.sin(y, out=y)
+    np.square(y, out=y)
+    y *= numpy_buffer(inverse_alpha)
+    y += xn
+    return mx.array(y)
+
+
+# erf(x) = x P(x^2) / Q(x^2) on [-4, 4] (float32-accurate rational fit, as in Eigen's
+# fast erf); outside, erf is +-1 in float32. Only multiply-adds: it fuses under mx.compile
+# and is several times faster than mx.erf on CPU.
+_ERF_P = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_Q = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+
+
+def _erf(x: mx.array) -> mx.array:
+    x = mx.clip(x, -4.0, 4.0)
+    x2 = x * x
+    p = _ERF_P[0]
+    for c in _ERF_P[1:]:
+        p = p * x2 + c
+    q = _ERF_Q[0]
+    for c in _ERF_Q[1:]:
+        q = q * x2 + c
+    return x * p / q
+
+
+@mx.compile
+def _gelu(x: mx.array) -> mx.array:
+    return 0.5 * x * (1.0 + _erf(x * 0.7071067811865476))
+
+
+def gelu(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, as torch's default, with the polynomial erf."""
+    return _gelu(x)

@@ -1,0 +1,65 @@
+"""Softmax attention in numpy, one (batch, head) pair at a time on each core.
+
+MLX's CPU ``exp`` is scalar code where numpy's is vectorised, one head's T x T scores stay
+in cache between the two products and the softmax, and numpy's bundled OpenBLAS runs
+these small products faster than the system one MLX uses (the English estimator step, 56
+attentions over 700 frames with batch 2: 4.0 -> 2.6 s on 2 cores). The GPU formulation
+is ``mx.fast.scaled_dot_product_attention`` (``chatterbox_mlx.layers.attention``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import mlx.core as mx
+import numpy as np
+
+from . import blas
+from .arrays import numpy_buffer
+
+
+def attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | None = None
+) -> mx.array:
+    """softmax(q k^T * scale + bias) v over float32 ``[B, H, T, D]`` (``bias`` broadcast
+    to ``[B, H, T, S]``)."""
+    q = q * scale
+    mx.eval(q, k, v, *(() if bias is None else (bias,)))
+    qn, kn, vn = (numpy_buffer(a) for a in (q, k, v))
+    batch, heads, length, _ = qn.shape
+    if bias is not None:
+        bias = np.broadcast_to(numpy_buffer(bias), (batch, heads, length, kn.shape[2]))
+    out = np.empty((batch, heads, length, vn.shape[-1]), np.float32)
+
+    def attend(pairs):
+        scores = np.empty((length, kn.shape[2]), np.float32)
+        row_sums = np.empty((length, 1), np.float32)
+        for b, h in pairs:
+            np.matmul(qn[b, h], kn[b, h].T, out=scores)
+            if bias is not None:
+                scores += bias[b, h]
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            np.sum(scores, axis=-1, keepdims=True, out=row_sums)
+            np.matmul(scores, vn[b, h], out=out[b, h])
+            out[b, h] /= row_sums
+
+    pairs = [(b, h) for b in range(batch) for h in range(heads)]
+    with blas.single_threaded_numpy_blas() as numpy_blas:
+        workers = min(_cpu_count(), len(pairs)) if numpy_blas.active else 1
+        if workers > 1:
+            list(_thread_pool().map(attend, [pairs[i::workers] for i in range(workers)]))
+        else:
+            attend(pairs)
+    return mx.array(out)
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@functools.cache
+def _thread_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_cpu_count(), thread_name_prefix="chatterbox-mlx")

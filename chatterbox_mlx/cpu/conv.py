@@ -1,0 +1,150 @@
+"""Convolutions as BLAS products, for MLX's CPU backend.
+
+MLX's CPU kernels for dilated ``conv1d`` and for ``conv_transpose1d`` are direct loops,
+about 50x slower than a matrix product of the same size, and its undilated conv1d (like
+im2col) spends most of its time copying the input once per tap. The functions here
+compute the same results, to float32 rounding:
+
+- ``conv1d`` with stride 1 on large inputs (HiFT): one BLAS multiply-accumulate per tap
+  on a shifted view of the input (24000 steps x 64 x 64, kernel 11: 14 ms against 59 for
+  ``mx.conv1d`` or im2col); otherwise im2col (one strided copy of the taps) then
+  ``[T, K*C] @ [K*C, O]``, cheaper than K products when the input is small.
+- ``conv_transpose1d``: ``[T, C] @ [C, K*O]`` gives every tap's contribution, which is
+  then overlap-added at stride ``stride``.
+- ``conv2d`` (CAMPPlus's head): the taps along the inner axis are gathered once, each tap
+  along the outer axis is then a contiguous slice, so the conv is k matmuls, no k^2 im2col.
+- ``fsmn_memory`` (S3Tokenizer): a depthwise convolution plus its input, in numpy a block
+  of rows at a time, in cache (20-27 -> 6.5 ms per layer; 3x the MLX loop).
+
+Only ``chatterbox_mlx.layers`` calls these, after checking the shapes; on a GPU it runs
+``mx.conv1d`` / ``mx.conv_transpose1d`` / ``mx.conv2d`` and the MLX FSMN loop instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+
+from .arrays import numpy_buffer
+
+TAPS_MIN_SIZE = 2**22  # im2col copies below this many elements are cheaper than K matmuls
+
+
+def conv1d(
+    x: mx.array, weight: mx.array, stride: int, padding: int, dilation: int, length: int
+) -> mx.array:
+    """``mx.conv1d`` without groups (x ``[B, T, C]``, weight ``[O, K, C]``) producing
+    ``length`` output steps."""
+    kernel = weight.shape[1]
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    if kernel == 1:
+        return (x[:, ::stride] if stride > 1 else x) @ weight.reshape(weight.shape[0], -1).T
+    if stride == 1 and kernel * x.size > TAPS_MIN_SIZE:
+        return _conv_by_taps(x, weight, dilation, length)
+    return _im2col(x, weight, stride, dilation)
+
+
+def _conv_by_taps(x: mx.array, weight: mx.array, dilation: int, length: int) -> mx.array:
+    """Stride-1 conv of padded ``x`` as one multiply-accumulate (``addmm``) per tap: tap k
+    reads the rows ``x[k * dilation : k * dilation + length]``, a contiguous view, so
+    nothing is copied (im2col would write kernel x the input)."""
+    taps = weight.transpose(1, 2, 0)  # [K, C, O]
+    y = x[:, :length] @ taps[0]
+    for k in range(1, weight.shape[1]):
+        start = k * dilation
+        y = mx.addmm(y, x[:, start : start + length], taps[k])
+    return y
+
+
+def _im2col(x: mx.array, weight: mx.array, stride: int, dilation: int) -> mx.array:
+    """Conv of padded ``x`` as one ``[T, K*C] @ [K*C, O]`` matmul."""
+    out_channels, kernel, channels = weight.shape
+    cols = _windows(x, 1, kernel, stride, dilation)  # [B, length, K * C]
+    return cols @ weight.reshape(out_channels, kernel * channels).T
+
+
+def _windows(x: mx.array, axis: int, kernel: int, stride: int, dilation: int = 1) -> mx.array:
+    """The ``kernel`` taps along ``axis`` of a contiguous channels-last array, concatenated
+    tap-major into the channel axis: ``[..., L, ..., C] -> [..., L', ..., kernel * C]``.
+
+    One strided view and one copy (concatenating slices is several times slower in MLX
+    when the channel chunks are small)."""
+    shape, dims = list(x.shape), x.shape[-1]
+    strides = [1] * x.ndim
+    for i in range(x.ndim - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    steps = (shape[axis] - dilation * (kernel - 1) - 1) // stride + 1
+    view_shape = shape[:axis] + [steps] + shape[axis + 1 : -1] + [kernel, dims]
+    view_strides = (
+        strides[:axis]
+        + [stride * strides[axis]]
+        + strides[axis + 1 : -1]
+        + [dilation * strides[axis], 1]
+    )
+    view = mx.as_strided(x, view_shape, view_strides)
+    # Copy now: the reshaped view has overlapping rows, which every matmul would copy again.
+    return mx.contiguous(view.reshape(*view_shape[:-2], kernel * dims))
+
+
+def conv_transpose1d(
+    x: mx.array, weight: mx.array, stride: int, padding: int, output_padding: int
+) -> mx.array:
+    """``mx.conv_transpose1d`` without dilation (x ``[B, T, C]``, weight ``[O, K, C]``)."""
+    out_channels, kernel, channels = weight.shape
+    batch, steps, _ = x.shape
+    # Input step j, tap k lands on output position j * stride + k - padding. Pad the
+    # kernel to `blocks * stride` taps so each block of `stride` taps covers one input
+    # step's output window; block r is then shifted by r input steps and summed.
+    blocks = math.ceil(kernel / stride)
+    w = weight.transpose(2, 1, 0)  # [C, K, O]
+    if blocks * stride != kernel:
+        w = mx.pad(w, [(0, 0), (0, blocks * stride - kernel), (0, 0)])
+    z = x.reshape(batch * steps, channels) @ w.reshape(channels, blocks * stride * out_channels)
+    z = z.reshape(batch, steps, blocks, stride * out_channels)
+    full = None
+    for r in range(blocks):
+        part = mx.pad(z[:, :, r], [(0, 0), (r, blocks - 1 - r), (0, 0)])
+        full = part if full is None else full + part
+    full = full.reshape(batch, (steps + blocks - 1) * stride, out_channels)
+    length = (steps - 1) * stride - 2 * padding + kernel + output_padding
+    if padding + length > full.shape[1]:
+        full = mx.pad(full, [(0, 0), (0, padding + length - full.shape[1]), (0, 0)])
+    return full[:, padding : padding + length]
+
+
+def conv2d(x: mx.array, weight: mx.array, inner_stride: int, padding: tuple[int, int]):
+    """``mx.conv2d`` with stride ``(1, inner_stride)``: x ``[B, H, W, C]``, weight
+    ``[O, KH, KW, C]`` (CAMPPlus: H is time, W frequency)."""
+    out_dims, k_outer, k_inner, in_dims = weight.shape
+    if any(padding):
+        x = mx.pad(x, [(0, 0), (padding[0], padding[0]), (padding[1], padding[1]), (0, 0)])
+    cols = _windows(x, 2, k_inner, inner_stride)  # [B, H + 2 pad, W', k_inner * C]
+    rows = x.shape[1] - k_outer + 1
+    weight = weight.reshape(out_dims, k_outer, k_inner * in_dims)
+    y = cols[:, :rows] @ weight[:, 0].T
+    for i in range(1, k_outer):
+        y = y + cols[:, i : i + rows] @ weight[:, i].T
+    return y
+
+
+def fsmn_memory(x: mx.array, weight: mx.array, left: int, right: int) -> mx.array:
+    """``x`` plus its depthwise convolution over time of float32 ``x [B, T, C]``,
+    ``weight [C, K]``, zero-padded by ``left``/``right`` steps: tap by tap in order, 64
+    time steps at a time."""
+    values = numpy_buffer(x)
+    taps = np.ascontiguousarray(numpy_buffer(weight).T)  # [K, C]
+    padded = np.pad(values, [(0, 0), (left, right), (0, 0)])
+    rows = 64
+    out = values.copy()
+    product = np.empty((rows, out.shape[-1]), np.float32)
+    for b in range(out.shape[0]):
+        for first in range(0, out.shape[1], rows):
+            block = out[b, first : first + rows]
+            scratch = product[: len(block)]
+            for k, tap in enumerate(taps):
+                np.multiply(padded[b, first + k : first + k + len(block)], tap, out=scratch)
+                block += scratch
+    return mx.array(out)
