@@ -17,7 +17,7 @@ GPU_NAMES = ("gpu", "mps", "cuda", "metal")
 def resolve_device(device) -> mx.Device | None:
     """``None`` (keep MLX's default), ``"cpu"``, ``"gpu"``/``"mps"``/``"cuda"`` (also
     ``"cuda:0"``, a ``torch.device`` or an ``mx.Device``) -> an MLX device."""
-    if device is None or isinstance(device, mx.Device):
+    if device is None or isinstance(device, (mx.Device, mx.DeviceType)):
         return device
     name = str(device).strip().lower().split(":")[0]
     if name == "cpu":
