@@ -17,11 +17,11 @@ import sys
 WORKER = r"""
 import json, sys, time
 import chatterbox_mlx
-from chatterbox_mlx import _blas
+from chatterbox_mlx.cpu import blas
 import mlx.core as mx
 
 sizes, seconds = json.loads(sys.argv[1]), float(sys.argv[2])
-results = {"blas": _blas.status, "gflops": {}}
+results = {"blas": blas.status, "gflops": {}}
 for n in sizes:
     a = mx.random.normal((n, n), key=mx.random.key(0))
     b = mx.random.normal((n, n), key=mx.random.key(1))

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import chatterbox_mlx  # noqa: E402,F401  (BLAS before mlx.core)
 
 # isort: split
+from chatterbox_mlx import layers  # noqa: E402
 from chatterbox_mlx.models.flow import load_flow  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
@@ -150,6 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     frames = 2 * (args.prompt_tokens + args.tokens)
     print(f"S3Gen flow, {args.prompt_tokens} prompt + {args.tokens} tokens = {frames} mel frames")
+    kernels = "CPU kernels" if layers.cpu_kernels_active() else "MLX formulations"
+    print(f"mlx runs its {kernels} (CHATTERBOX_MLX_CPU_KERNELS=off: the GPU's formulations)")
     for variant in args.variant:
         name = FILES[variant]
         ours = mlx_times(name, args.prompt_tokens, args.tokens)
