@@ -56,7 +56,24 @@ def cpu_kernels_active() -> bool:
     return cpu.enabled() and default_device_is_cpu()
 
 
-on_cpu = default_device_is_cpu  # deprecated name, kept until models/t3 switches
+def overlaps_evaluation() -> bool:
+    """Whether building the next step's graph before reading back this step's result lets
+    the device compute meanwhile (``mx.async_eval``, as mlx-lm's decode loop does): not
+    while the CPU kernels are active, whose ``Linear`` evaluates its input eagerly."""
+    return not cpu_kernels_active()
+
+
+def warn_if_quantized_matmul_is_slow(bits: int) -> None:
+    """MLX's quantized matmul is unoptimized on its CPU backend: say so once per load."""
+    if default_device_is_cpu():
+        import warnings
+
+        warnings.warn(
+            f"T3 quantized to {bits} bits on MLX's CPU backend, whose quantized matmul is "
+            "unoptimized: about 15x slower per token than float32 (measured on x86). "
+            "Quantization pays off on Apple GPUs; on the CPU use float32.",
+            stacklevel=3,
+        )
 
 
 def compilable() -> bool:

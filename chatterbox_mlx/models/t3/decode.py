@@ -4,10 +4,12 @@ The loop owns the KV cache (through ``step_logits``), the stop rule and the coun
 ``Sampler`` (``sampling.py``) brings the variant's processors and draw. ``max_tokens`` is
 the most tokens sampled, the stop token included.
 
-With ``overlap`` the next step's graph is built from the current token before that token
-is read back (``mx.async_eval``), so the device computes while Python waits; this costs
-one speculative step at the end. On MLX's CPU backend the fast ``Linear`` evaluates its
-input eagerly, so there is nothing to overlap and the loop runs step by step.
+With ``overlap`` the next step's forward pass is built from the current token before that
+token is read back (``mx.async_eval``), so the device computes while Python waits; this
+costs one speculative forward pass at the end (never a draw: the next token is sampled
+only once the current one is known not to stop). Where the CPU kernels are active, the
+fast ``Linear`` evaluates its input eagerly, so there is nothing to overlap and the loop
+runs step by step (``layers.overlaps_evaluation``).
 """
 
 from __future__ import annotations
@@ -99,12 +101,12 @@ def decode(
     for i in range(max_tokens):
         last = i == max_tokens - 1
         token, probs, finite, filtered_out = current
+        next_logits = None
         if overlap:
             mx.async_eval(*current)
             if not last:
-                seen = next_seen(seen, token, i)
-                current = sample(step_logits(embed_token(token, i)), i + 1, seen)
-                mx.async_eval(*current)
+                next_logits = step_logits(embed_token(token, i))
+                mx.async_eval(next_logits)
         mx.eval(token, probs, finite, filtered_out)
         if not finite.item():
             raise NonFiniteError(
@@ -118,6 +120,7 @@ def decode(
         yield T3Step(i, token_id, probs)
         if last or (token_id == stop_token and i >= sampler.first_stop_index):
             return
-        if not overlap:
-            seen = next_seen(seen, token, i)
-            current = sample(step_logits(embed_token(token, i)), i + 1, seen)
+        seen = next_seen(seen, token, i)
+        if next_logits is None:
+            next_logits = step_logits(embed_token(token, i))
+        current = sample(next_logits, i + 1, seen)

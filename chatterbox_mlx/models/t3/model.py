@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ...layers import Linear, on_cpu
+from ...layers import Linear, overlaps_evaluation
 from .cache import KVCache
 from .cond_enc import LearnedPositionEmbeddings, T3CondEnc
 from .config import T3Cond, T3Config
@@ -278,7 +278,7 @@ class T3(nn.Module):
             start_token=cfg.start_speech_token,
             stop_token=cfg.stop_speech_token,
             vocab=vocab,
-            overlap=not on_cpu(),
+            overlap=overlaps_evaluation(),
         )
 
     def inference(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...layers import on_cpu
+from ...layers import warn_if_quantized_matmul_is_slow
 from ...weights import load_strict
 from .model import T3
 
@@ -52,13 +51,7 @@ def quantize_t3(model: T3, bits: int = 8, group_size: int = 64) -> T3:
     if group_size not in (32, 64, 128):
         raise ValueError(f"group_size must be 32, 64 or 128, got {group_size}")
 
-    if on_cpu():
-        warnings.warn(
-            f"T3 quantized to {bits} bits on MLX's CPU backend, whose quantized matmul is "
-            "unoptimized: about 15x slower per token than float32 (measured on x86). "
-            "Quantization pays off on Apple GPUs; on the CPU use float32.",
-            stacklevel=2,
-        )
+    warn_if_quantized_matmul_is_slow(bits)
 
     def quantizable(_: str, module: nn.Module) -> bool:
         return isinstance(module, nn.Linear) and module.weight.shape[-1] % group_size == 0
