@@ -6,6 +6,28 @@ Each variant keeps upstream's own ``punc_norm`` (they differ) and tokenizer:
 - Multilingual: the grapheme tokenizer (``grapheme_mtl_merged_expanded_v1.json``)
   after lowercase -> NFKD -> a per-language step -> ``[lang]`` prefix.
 - Turbo / Nano: GPT-2 byte-level BPE plus 19 paralinguistic tags, no framing.
+
+Turbo's paralinguistic tags, written in the text as they are: ``[laugh]``,
+``[chuckle]``, ``[sigh]``, ``[cough]``, ``[gasp]``, ``[groan]``, ``[sniff]``, ``[shush]``,
+``[clear throat]`` (and, in the tokenizer too, ``[whispering]``, ``[angry]``,
+``[happy]``, ``[sarcastic]``, ``[surprised]``, ``[fear]``, ``[crying]``, ``[dramatic]``,
+``[narration]``, ``[advertisement]``). Each reaches T3 as the single added token
+upstream's tokenizer gives it, also with no space around it (``word[laugh]word``); the
+tags are lowercase and exact: ``[Laugh]`` is plain text. The other variants' tokenizers
+have no such tokens and read the brackets as text.
+
+Pause tags, in every variant: ``[pause:500ms]``, ``[pause:1.5s]``, ``[pause:2 s]``
+insert that much silence; the text on each side is synthesized separately (never across
+a pause). Grammar: ``[pause:`` + a decimal number (``500``, ``1.5``, ``.5``) + ``ms`` or
+``s`` + ``]``; case-insensitive, spaces allowed around ``:`` and the number; more than 0
+and at most 10 s; adjacent pauses add up. A bracket starting with ``pause`` in any
+other form (``[pause]``, ``[pause:abc]``, ``[pause:-1s]``, a number without a unit,
+over 10 s, no closing ``]``) is a TextError naming it (``parse_pauses``, ``plan_text``).
+
+Long text (``chunk_text``, ``plan_text``): text within the chunk limit goes to the
+tokenizer exactly as given; longer text is sliced at sentence ends (see ``chunk_text``).
+``check_text`` refuses empty, over-long or unencodable text (lone surrogates) with a
+message naming where it came from.
 """
 
 from __future__ import annotations
@@ -15,6 +37,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -409,52 +432,181 @@ class MTLTokenizer:
         return np.array([self.encode(text, language_id)], dtype=np.int32)
 
 
-# ---- long text --------------------------------------------------------------------------
-
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？…])[\"'”’)\]]*\s+|(?<=[。！？])")
+# ---- checking, pause tags and long text ----------------------------------------------
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split at sentence ends (Latin and CJK), keeping the punctuation."""
-    parts = [p.strip() for p in _SENTENCE_END.split(text)]
-    return [p for p in parts if p]
+def check_text(text, where: str, max_chars: int | None = None) -> str:
+    """``text`` unchanged, or TextError naming ``where`` it came from (``"--text"``,
+    ``"standard input"``, a file name) when it is not a string, is empty or only
+    whitespace, holds a character UTF-8 cannot encode (a lone surrogate such as
+    ``"\\ud800"``, what undecodable bytes become), or is longer than ``max_chars``."""
+    if not isinstance(text, str):
+        raise TextError(f"{where}: expected text (a string), got {type(text).__name__}")
+    if not text.strip():
+        raise TextError(f"{where}: the text is empty or only whitespace; give some words to speak")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        char = text[err.start]
+        raise TextError(
+            f"{where}: invalid character U+{ord(char):04X} at position {err.start} "
+            "(a lone surrogate: the input was not valid UTF-8?); fix or re-save the text as UTF-8"
+        ) from None
+    if max_chars is not None and len(text) > max_chars:
+        raise TextError(
+            f"{where}: the text has {len(text):,} characters, over the limit of {max_chars:,}"
+        )
+    return text
+
+
+MAX_PAUSE_S = 10.0
+PAUSE_FORMS = "[pause:500ms], [pause:1.5s] or [pause:2 s] (a number, then ms or s; up to 10 s)"
+# Anything that starts like a pause tag; _PAUSE says whether it is a well-formed one.
+_PAUSE_LIKE = re.compile(r"\[\s*pause\b[^\]\[]*\]?", re.IGNORECASE)
+_PAUSE = re.compile(r"\[\s*pause\s*:\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s)\s*\]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Silence of ``seconds`` between the text pieces around a ``[pause:...]`` tag."""
+
+    seconds: float
+
+
+def parse_pauses(text: str) -> list[str | Pause]:
+    """Split ``text`` at its pause tags into text pieces (stripped; empty ones dropped)
+    and ``Pause`` items (adjacent tags add up). Text without a pause tag comes back as
+    ``[text]``, the very string given.
+
+    Grammar: ``[pause:N ms]`` or ``[pause:N s]``, N a decimal number (``500``, ``1.5``,
+    ``.5``) greater than 0; the word ``pause`` in any case, spaces allowed around ``:``
+    and the number; at most 10 s a tag. Anything else starting ``[pause`` (``[pause]``,
+    ``[pause:abc]``, ``[pause:-1s]``, ``[pause:500]``, ``[pause:20s]``, a missing ``]``)
+    is a TextError naming the tag and these forms. Other bracketed text (Turbo's
+    ``[laugh]``, ``[clear throat]``...) is left in the text for the tokenizer."""
+    matches = list(_PAUSE_LIKE.finditer(text))
+    if not matches:
+        return [text]
+    out: list[str | Pause] = []
+    start = 0
+    for match in matches:
+        tag = match.group(0)
+        good = _PAUSE.fullmatch(tag)
+        if not tag.endswith("]"):
+            shown = re.match(r"\[\s*pause\s*:?\s*[^\s\]]*", tag, re.IGNORECASE).group(0)
+            raise TextError(f"unclosed pause tag {shown!r} (no ']' after it); write {PAUSE_FORMS}")
+        if good is None:
+            raise TextError(f"malformed pause tag {tag!r}; write {PAUSE_FORMS}")
+        value = float(good.group(1))
+        seconds = value / 1000 if good.group(2).lower() == "ms" else value
+        if not 0 < seconds <= MAX_PAUSE_S:
+            raise TextError(
+                f"pause tag {tag!r} asks for {seconds:g} s; a pause must be more than 0 "
+                f"and at most {MAX_PAUSE_S:g} s: {PAUSE_FORMS}"
+            )
+        piece = text[start : match.start()].strip()
+        if piece:
+            out.append(piece)
+        if out and isinstance(out[-1], Pause):
+            out[-1] = Pause(out[-1].seconds + seconds)
+        else:
+            out.append(Pause(seconds))
+        start = match.end()
+    piece = text[start:].strip()
+    if piece:
+        out.append(piece)
+    return out
+
+
+def plan_text(text: str, max_chars: int = 300) -> list[str | Pause]:
+    """What a pipeline synthesizes, in order: text chunks (``chunk_text`` of each piece
+    between pause tags, never across a pause) and ``Pause`` silences. TextError for
+    malformed pause tags or text with nothing to speak; the whole text is checked here,
+    before any synthesis."""
+    plan: list[str | Pause] = []
+    for item in parse_pauses(text):
+        plan.extend([item] if isinstance(item, Pause) else chunk_text(item, max_chars))
+    if not any(isinstance(item, str) for item in plan):
+        raise TextError("the text has only pause tags; give some words to speak")
+    return plan
+
+
+# Sentence end: a run of . ! ? … (and CJK 。！？), closing quotes or brackets, then
+# whitespace and something that does not start in lowercase (so "Wait... what" and
+# "e.g. this" are not cut), or the end. CJK enders need no whitespace after them.
+_CLOSERS = re.escape("\"'”’)]}»」』】》）")
+_SENTENCE_END = re.compile(
+    rf"[.!?…]+[{_CLOSERS}]*(?=\s+(?![a-z])|\Z)|[。！？]+[{_CLOSERS}]*|\n[ \t]*(?=\n)"
+)
+_CLAUSE_END = re.compile(rf"[,;:，、；：][{_CLOSERS}]*(?=\s)|[，、；：]")
+_BRACKETED = re.compile(r"\[[^\[\]\n]*\]")
+
+
+_LOOKAHEAD = 200  # characters past the limit a match may need to see (its lookahead)
+
+
+def _cuts(text: str, pattern: re.Pattern, start: int, end: int, limit: int) -> list[int]:
+    """Ends of ``pattern``'s matches in ``(start, min(limit, end - 1)]``."""
+    scan = pattern.finditer(text, start, min(end, limit + _LOOKAHEAD))
+    return [m.end() for m in scan if start < m.end() <= limit and m.end() < end]
+
+
+def _skip_space(text: str, i: int, stop: int) -> int:
+    while i < stop and text[i].isspace():
+        i += 1
+    return i
+
+
+def _pieces(text: str, start: int, stop: int, max_chars: int) -> list[tuple[int, int]]:
+    """Spans of ``text[start:stop]`` (no whitespace at either end) of at most ``max_chars``
+    characters, cut as late as possible at a sentence end, else a clause end (comma...),
+    else whitespace (never inside ``[...]``, so ``[clear throat]`` stays whole), else
+    anywhere."""
+    spans = []
+    start = _skip_space(text, start, stop)
+    while start < stop:
+        end = stop
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if end - start <= max_chars:
+            spans.append((start, end))
+            break
+        limit = start + max_chars
+        cut = None
+        for pattern in (_SENTENCE_END, _CLAUSE_END):
+            found = _cuts(text, pattern, start, end, limit)
+            if found:
+                cut = found[-1]
+                break
+        if cut is None:
+            window = min(end, limit + _LOOKAHEAD)
+            inside = [(m.start(), m.end()) for m in _BRACKETED.finditer(text, start, window)]
+            spaces = [
+                i
+                for i in range(start + 1, min(limit, end - 1) + 1)
+                if text[i].isspace() and not any(a < i < b for a, b in inside)
+            ]
+            cut = spaces[-1] if spaces else limit
+        piece_end = cut
+        while piece_end > start and text[piece_end - 1].isspace():
+            piece_end -= 1
+        spans.append((start, piece_end))
+        start = _skip_space(text, cut, stop)
+    return spans
 
 
 def chunk_text(text: str, max_chars: int = 300) -> list[str]:
-    """Sentence-aware chunks of at most ``max_chars`` characters (a sentence longer than
-    that is split at commas, then at spaces, then hard)."""
-    if not text or not text.strip():
+    """Pieces of ``text`` for the tokenizer, each at most ``max_chars`` characters.
+
+    Text that fits (``len(text) <= max_chars``) is returned whole, the very string
+    given, so it reaches the tokenizer exactly as upstream gives it. Longer text is cut
+    by slicing the original string: at the last sentence end (``.!?…`` followed by any
+    closing quotes or brackets and whitespace, ``。！？``, or a blank line) that keeps a
+    piece within the limit; a sentence longer than the limit at a comma or other clause
+    end, then at whitespace, then anywhere. Only the whitespace at a cut is dropped:
+    the pieces and the whitespace between them make up the original text."""
+    if not isinstance(text, str) or not text.strip():
         raise TextError("text is empty: give some words to speak")
-    chunks: list[str] = []
-    current = ""
-    for sentence in split_sentences(" ".join(text.split())):
-        for piece in _split_long(sentence, max_chars):
-            if current and len(current) + 1 + len(piece) > max_chars:
-                chunks.append(current)
-                current = piece
-            else:
-                current = f"{current} {piece}" if current else piece
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _split_long(sentence: str, max_chars: int) -> list[str]:
-    if len(sentence) <= max_chars:
-        return [sentence]
-    for separator in (", ", "， ", "、", " "):
-        if separator in sentence:
-            pieces, current = [], ""
-            for word in sentence.split(separator):
-                candidate = f"{current}{separator}{word}" if current else word
-                if current and len(candidate) > max_chars:
-                    pieces.append(current + separator.rstrip())
-                    current = word
-                else:
-                    current = candidate
-            pieces.append(current)
-            out = []
-            for piece in pieces:
-                out.extend(_split_long(piece, max_chars))
-            return out
-    return [sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars)]
+    if len(text) <= max_chars:
+        return [text]
+    return [text[a:b] for a, b in _pieces(text, 0, len(text), max_chars)]

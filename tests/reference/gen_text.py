@@ -1,6 +1,8 @@
 """Goldens for the text front-ends: upstream punc_norm of each variant and token ids of
 the English, multilingual (all 23 languages) and Turbo tokenizers, on synthetic
-tokenizer files with the real formats (tests/helpers/tokenizer_files.py).
+tokenizer files with the real formats (tests/helpers/tokenizer_files.py); Turbo's
+paralinguistic tags in sentences; texts that a pipeline hands over whole (quotes,
+brackets, ellipses, CJK punctuation) and the pieces around pause tags.
 
 Run: .refenv/bin/python tests/reference/gen_text.py
 """
@@ -55,6 +57,31 @@ TURBO_CASES = [
     "Unicode: café — naïve.", "  spaces   inside  ",
 ]  # fmt: skip
 
+# Turbo's paralinguistic tags in sentences: each must reach T3 as its one added token.
+TURBO_TAG_CASES = [
+    "[laugh] That was the best joke I have heard all week.",
+    "Oh, that's hilarious! [chuckle] Anyway, back to work.",
+    "I suppose we have to start again. [sigh]",
+    "Excuse me, [cough] the next slide please.",
+    "[gasp] You found it!",
+    "Monday again [groan] already.",
+    "It smells like rain [sniff] outside.",
+    "Quiet now, [shush] the baby is asleep.",
+    "[clear throat] Ladies and gentlemen, welcome.",
+    "Two tags[laugh][chuckle]together and inside words[sigh]too.",
+    "A [Laugh] with a capital is plain text, as is [giggle].",
+    "No tags at all in this sentence, just words.",
+]
+# Texts a pipeline gets whole (shorter than a chunk): upstream tokenizes them as given.
+CHUNK_CASES = [
+    'She said "Yes." Then she left!',
+    "He paused (briefly.) Then: 'Go on...' she said. Wait... what?",
+    "今天天气很好。欢迎收听每周新闻！",
+    "Line one.\n\nLine two after a blank line.",
+]
+# The text pieces around pause tags (see PAUSE_TEXT in tests/test_text.py).
+PAUSE_PIECES = ["Hello there.", "And now, after a pause, the rest [laugh] of it."]
+
 
 class HalfSegmenter:
     """Deterministic stand-in for pkuseg (its model needs a download): words of 2 chars."""
@@ -100,8 +127,33 @@ def main():
         gpt2 = AutoTokenizer.from_pretrained(str(tf.write_gpt2_tokenizer(tmp / "turbo")))
         out["turbo_len"] = len(gpt2)
         out["turbo"] = json.dumps({t: gpt2(tts_turbo.punc_norm(t)).input_ids for t in TURBO_CASES})
+        turbo_ids = {
+            t: gpt2(tts_turbo.punc_norm(t)).input_ids
+            for t in TURBO_TAG_CASES + CHUNK_CASES + PAUSE_PIECES
+        }
+        out["turbo_tags"] = json.dumps(turbo_ids, ensure_ascii=False)
+        out["turbo_tag_ids"] = json.dumps({t: gpt2.convert_tokens_to_ids(t) for t in tf.TURBO_TAGS})
+        out["chunk_english"] = json.dumps(
+            {t: en.encode(tts.punc_norm(t)) for t in CHUNK_CASES + PAUSE_PIECES}, ensure_ascii=False
+        )
+        # no word segmentation, as the tests' MTLTokenizer(segmenter=None)
+        ref_tok.ChineseCangjieConverter._init_segmenter = lambda self: setattr(
+            self, "segmenter", None
+        )
+        mtl = ref_tok.MTLTokenizer(str(mtl_path))
+        out["chunk_multilingual"] = json.dumps(
+            {
+                f"{lang}/{t}": mtl.encode(mtl_tts.punc_norm(t), language_id=lang)
+                for t in CHUNK_CASES
+                for lang in ("en", "zh")
+            },
+            ensure_ascii=False,
+        )
     out["english_cases"] = json.dumps(ENGLISH_CASES)
     out["turbo_cases"] = json.dumps(TURBO_CASES)
+    out["turbo_tag_cases"] = json.dumps(TURBO_TAG_CASES)
+    out["chunk_cases"] = json.dumps(CHUNK_CASES, ensure_ascii=False)
+    out["pause_pieces"] = json.dumps(PAUSE_PIECES)
     save_golden(
         "text",
         out,
