@@ -3,6 +3,10 @@
     python benchmarks/speed.py              # quality and cost of every installed candidate
     python benchmarks/speed.py --wheels     # also the install weight (pip download, PyPI)
 
+The candidates are not dependencies: install them beside the project, e.g. in a venv
+made with ``--system-site-packages``: ``pip install pedalboard python-stretch audiotsm
+pytsmod librosa pyrubberband`` (and the ``rubberband`` command-line tool).
+
 Each candidate stretches the same speech (two espeak-ng voices, resampled to 24 kHz)
 at speeds 0.5, 0.8, 1.25 and 2.0. Measured, per candidate and speed:
 

@@ -8,7 +8,7 @@ Why this library (``benchmarks/speed.py``, raw output in
 ``benchmarks/results/speed-cpu.txt``): on espeak-ng speech it gave the output duration
 exactly ``input / speed``, kept the pitch within 0.1 %, and was closest to the
 time-scaled input spectrum of the candidates measured (Rubber Band R2, Signalsmith
-Stretch, two WSOLAs, librosa's phase vocoder), for 15-35 ms per second of audio on a
+Stretch, two WSOLAs, librosa's phase vocoder), for 10-35 ms per second of audio on a
 2-core x86 VM (under 1 % of Turbo's generation time). It installs as one wheel with
 numpy as its only dependency (2.5 MB on macOS arm64, 5 MB on Linux x86-64/aarch64).
 Its licence is the GPLv3 (Rubber Band's and JUCE's).
