@@ -170,3 +170,15 @@ def test_bad_input(reduced):
         reduced.inference(np.zeros((1, 2, 16000), dtype=np.float32))
     with pytest.raises(ValueError, match="multiple of 8"):
         CAMPPlus(CAMPPlusConfig(feat_dim=36))
+
+
+def test_config_from_dict_is_strict():
+    import dataclasses
+    import json
+
+    config = CAMPPlusConfig(block_layers=(2, 3, 4))
+    assert CAMPPlusConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+    with pytest.raises(ValueError, match="unknown fields \\['pooling'\\]"):
+        CAMPPlusConfig.from_dict({"pooling": "stats"})
+    with pytest.raises(ValueError, match="CAMPPlusConfig.feat_dim: expected int"):
+        CAMPPlusConfig.from_dict({"feat_dim": 80.0})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chatterbox_mlx import cpu
 from chatterbox_mlx.models.flow import (
     MIXER_KEY,
     CausalMaskedDiffWithXvec,
@@ -264,3 +265,28 @@ def test_config_variant_mismatch_is_an_error():
     config = replace(FLOW_CONFIGS["cfg"][0], meanflow=True)
     with pytest.raises(ValueError, match="FlowConfig.meanflow"):
         CausalMaskedDiffWithXvec(config)
+
+
+def test_config_round_trips_and_refuses_unknown_fields():
+    import dataclasses
+    import json
+
+    for config, _ in FLOW_CONFIGS.values():
+        stored = json.loads(json.dumps(dataclasses.asdict(config)))  # as config.json holds it
+        assert FlowConfig.from_dict(stored) == config
+    stored = dataclasses.asdict(FlowConfig.meanflow_config())
+    with pytest.raises(ValueError, match="FlowConfig.decoder: unknown fields \\['heads'\\]"):
+        FlowConfig.from_dict({**stored, "decoder": {**stored["decoder"], "heads": 4}})
+    with pytest.raises(ValueError, match="FlowConfig.n_timesteps: expected int"):
+        FlowConfig.from_dict({"n_timesteps": "2"})
+
+
+def test_euler_step_is_compiled_only_where_layers_are_compilable(models):
+    """On the CPU with the CPU kernels on, attention leaves MLX's graph, so the step runs
+    uncompiled; with them off (what a GPU runs) the whole step is compiled, once."""
+    cfm = models["cfg"].decoder
+    with cpu.switch(True):
+        assert cfm._step("cfg") == cfm._cfg_step_impl
+    with cpu.switch(False):
+        compiled = cfm._step("cfg")
+        assert compiled != cfm._cfg_step_impl and cfm._step("cfg") is compiled

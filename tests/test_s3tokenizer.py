@@ -164,3 +164,13 @@ def test_full_size_batch(full, golden_full, wavs):
     tokens, lens = full.tokenize([wavs["speech_22050"], wavs["speech_8000"], wavs["noise"]])
     np.testing.assert_array_equal(np.array(lens), golden_full["batch_lens"])
     np.testing.assert_array_equal(np.array(tokens), golden_full["batch_tokens"])
+
+
+def test_config_from_the_package_model_config():
+    package = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20,
+                   n_audio_layer=6, n_codebook_size=3**8, use_sdpa=False)  # fmt: skip
+    assert S3TokenizerConfig.from_dict(package) == S3TokenizerConfig()
+    with pytest.raises(ValueError, match="n_codebook_size 4096"):
+        S3TokenizerConfig.from_dict({**package, "n_codebook_size": 4096})
+    with pytest.raises(ValueError, match="unknown fields \\['n_text_ctx'\\]"):
+        S3TokenizerConfig.from_dict({"n_text_ctx": 448})

@@ -148,3 +148,9 @@ def test_full_size(full, golden_full, golden, clip):
 def test_full_size_batch(full, golden_full, golden):
     wavs = [golden["wav_long"], golden["wav_short"]]
     assert_close(full.embeds_from_wavs(wavs, 16000), golden_full["wav_embeds_both"], TOL, "both")
+
+
+def test_config_from_dict_is_strict():
+    assert VoiceEncoderConfig.from_dict({"num_layers": 2}) == VoiceEncoderConfig(num_layers=2)
+    with pytest.raises(ValueError, match="unknown fields \\['n_fft'\\]"):
+        VoiceEncoderConfig.from_dict({"n_fft": 400})
