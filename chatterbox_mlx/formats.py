@@ -42,6 +42,7 @@ offered as a stream: it records its length in a header written at the end.
 from __future__ import annotations
 
 import io
+import numbers
 import os
 import secrets
 import struct
@@ -124,7 +125,7 @@ def output_rate(format: str, sr: int) -> int:
 
 
 def _check_rate(sr) -> int:
-    if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
+    if isinstance(sr, bool) or not isinstance(sr, numbers.Real) or int(sr) != sr or sr <= 0:
         raise FormatError(f"sample rate must be a positive integer, got {sr!r}")
     return int(sr)
 

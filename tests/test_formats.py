@@ -258,6 +258,7 @@ def test_bad_audio_shapes_and_rates(tmp_path):
         F.encode_audio(np.zeros(0, np.float32), SR, format="mp3")
     with pytest.raises(F.FormatError, match="empty"):
         F.encode_audio(np.zeros(0, np.float32), SR, tmp_path / "a.wav")
-    with pytest.raises(F.FormatError, match="sample rate must be a positive integer"):
-        F.encode_audio(np.zeros(10, np.float32), 0)
+    for rate in (0, 24000.5, "24000", None):
+        with pytest.raises(F.FormatError, match="sample rate must be a positive integer"):
+            F.encode_audio(np.zeros(10, np.float32), rate)
     assert os.listdir(tmp_path) == []
