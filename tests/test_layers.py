@@ -354,7 +354,7 @@ def _tiny_networks():
             n_blocks=1,
             num_mid_blocks=1,
             num_heads=2,
-        )  # fmt: skip
+        )
     )
     encoder = flow_encoder.UpsampleConformerEncoder(
         flow_encoder.EncoderConfig(
@@ -364,7 +364,7 @@ def _tiny_networks():
             linear_units=32,
             num_blocks=1,
             num_up_blocks=1,
-        )  # fmt: skip
+        )
     )
     vocoder = hift.HiFTGenerator(
         hift.HiFTConfig(
@@ -373,12 +373,12 @@ def _tiny_networks():
             f0_cond_channels=8,
             resblock_kernel_sizes=(3,),
             resblock_dilation_sizes=((1, 3),),
-        )  # fmt: skip
+        )
     )
     tokenizer = s3tokenizer.S3TokenizerV2(
         s3tokenizer.S3TokenizerConfig(
             n_mels=8, n_audio_state=128, n_audio_head=2, n_audio_layer=1, fsmn_kernel_size=5
-        )  # fmt: skip
+        )
     )
     speaker = campplus.CAMPPlus(
         campplus.CAMPPlusConfig(
@@ -389,7 +389,7 @@ def _tiny_networks():
             init_channels=8,
             head_channels=4,
             block_layers=(1, 1, 1),
-        )  # fmt: skip
+        )
     )
     x = mx.random.normal((1, 10, 8))
     return [
