@@ -154,7 +154,7 @@ OURS = textwrap.dedent(
         name = mx.device_info().get("device_name", "") if hasattr(mx, "device_info") else ""
         times["backend"] = f"mlx {mx.__version__} {mx.default_device()} {name}".rstrip()
     else:
-        blas = chatterbox_mlx._blas.status
+        blas = chatterbox_mlx.cpu.blas.status
         times["backend"] = f"mlx {mx.__version__} {mx.default_device()}, BLAS: {blas}"
     print("RESULT" + json.dumps(times))
     """

@@ -75,7 +75,7 @@ def main() -> None:
         stream_totals.append(stream_total)
     total, first, stream_total = map(statistics.median, (totals, firsts, stream_totals))
     print(f"{args.variant}, {args.tokens} tokens, chunks of {args.chunk_tokens}, "
-          f"median of {args.runs}; BLAS: {chatterbox_mlx._blas.status}")  # fmt: skip
+          f"median of {args.runs}; BLAS: {chatterbox_mlx.cpu.blas.status}")  # fmt: skip
     seconds, stream_seconds = len(wav) / 24000, len(stream_wav) / 24000
     print(f"audio                      {seconds:7.2f} s (streamed {stream_seconds:.2f} s)")
     print(f"one-shot total             {total:7.2f} s")

@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; mlx {mx.__version__} "
-          f"{mx.default_device()}; BLAS: {chatterbox_mlx._blas.status}")  # fmt: skip
+          f"{mx.default_device()}; BLAS: {chatterbox_mlx.cpu.blas.status}")  # fmt: skip
     bandwidth = read_bandwidth()
     for name, rate in bandwidth.items():
         print(f"  read bandwidth, {name:<18} {rate / 1e9:6.2f} GB/s")

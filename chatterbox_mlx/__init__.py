@@ -10,6 +10,5 @@ from .cpu import blas as _cpu_blas
 
 _cpu_blas.load()  # must run before the first `import mlx.core`
 
-_blas = _cpu_blas  # the old name of chatterbox_mlx.cpu.blas (benchmarks read `_blas.status`)
 
 __version__ = "0.1.0"

@@ -86,6 +86,7 @@ class Chunk:
     text: str
     tokens: mx.array  # [1, N] text token ids as T3 reads them
     key: mx.array
+    pause_after: float = 0.0  # seconds of silence after it ([pause:...] tags, or the join)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Request:
     """Everything a call resolved at its start and keeps to its end."""
 
     chunks: tuple[Chunk, ...]
+    lead_in: float  # seconds of silence before the first chunk (a leading pause tag)
     conds: Conditionals
     params: dict
     watermark: bool
@@ -263,18 +265,12 @@ class TTSPipeline:
     def _request(self, text, audio_prompt_path, voice, seed, given: dict, language_id,
                  watermark: bool, progress, speed: float = 1.0) -> Request:  # fmt: skip
         """Checks everything (parameters, language, every chunk's text) before any work."""
-        if not isinstance(text, str) or not text.strip():
-            raise text_mod.TextError("text is empty or only whitespace: give some words to speak")
+        text_mod.check_text(text, "text")
         params = params_mod.resolve(self.variant, given)
         speed = check_speed(speed)
         language_id = self._check_language(language_id)
         key = _call_key(seed)
-        pieces = text_mod.chunk_text(text, MAX_CHUNK_CHARS)
-        keys = mx.random.split(key, len(pieces))
-        chunks = tuple(
-            Chunk(piece, self._encode(piece, language_id), keys[i])
-            for i, piece in enumerate(pieces)
-        )
+        chunks, lead_in = self._plan(text, language_id, key)
         conds = self._resolve_voice(audio_prompt_path, voice, params)
         for chunk in chunks:
             limit = self.t3.max_new_tokens_for(conds.t3, chunk.tokens)
@@ -283,7 +279,31 @@ class TTSPipeline:
                     f"max_new_tokens must be at most {limit} for this model and text, got "
                     f"{params['max_new_tokens']}"
                 )
-        return Request(chunks, conds, params, watermark, progress or NULL_PROGRESS, speed)
+        return Request(chunks, lead_in, conds, params, watermark, progress or NULL_PROGRESS, speed)
+
+    def _plan(self, text: str, language_id, key: mx.array) -> tuple[tuple[Chunk, ...], float]:
+        """Text chunks (each tokenized now, so a bad character anywhere fails before any
+        synthesis) with the silence after each, and the silence before the first."""
+        plan = text_mod.plan_text(text, MAX_CHUNK_CHARS)
+        pieces = [item for item in plan if isinstance(item, str)]
+        keys = mx.random.split(key, len(pieces))
+        chunks: list[Chunk] = []
+        lead_in, explicit = 0.0, False
+        for item in plan:
+            if isinstance(item, text_mod.Pause):
+                if chunks:
+                    chunks[-1] = replace(
+                        chunks[-1], pause_after=chunks[-1].pause_after + item.seconds
+                    )
+                else:
+                    lead_in += item.seconds
+                explicit = True
+                continue
+            if chunks and not explicit:
+                chunks[-1] = replace(chunks[-1], pause_after=JOIN_PAUSE_S)
+            chunks.append(Chunk(item, self._encode(item, language_id), keys[len(chunks)]))
+            explicit = False
+        return tuple(chunks), lead_in
 
     def _sampler(self, params: dict):
         names = inspect.signature(self.variant.sampler).parameters
@@ -336,16 +356,22 @@ class TTSPipeline:
         wav = time_stretch(wav, self.sr, request.speed)
         return _as_output(_watermark(wav, request.watermark))
 
+    def _silence(self, seconds: float) -> np.ndarray:
+        return np.zeros(int(round(seconds * self.sr)), np.float32)
+
     def _pieces(self, request: Request) -> Iterator[np.ndarray]:
-        """Each chunk's audio (faded out when there are several), then its pause."""
+        """Each chunk's audio (faded out when there are several or a pause follows), then
+        its silence."""
         chunks = request.chunks
+        if request.lead_in:
+            yield self._silence(request.lead_in)
         with request.progress.task("chunks", len(chunks)) as advance:
-            for i, chunk in enumerate(chunks):
+            for chunk in chunks:
                 with COMPUTE_LOCK:
                     wav = self._one_chunk(request, chunk)
-                yield _fade_out(wav) if len(chunks) > 1 else wav
-                if i + 1 < len(chunks):
-                    yield np.zeros(int(JOIN_PAUSE_S * self.sr), np.float32)
+                yield _fade_out(wav) if len(chunks) > 1 or chunk.pause_after else wav
+                if chunk.pause_after:
+                    yield self._silence(chunk.pause_after)
                 advance(1)
 
     # ---- public entry points ------------------------------------------------------------
@@ -429,9 +455,13 @@ class TTSPipeline:
             yield item
 
     def _stream(self, request: Request, chunk_tokens: int) -> Iterator[mx.array]:
+        if request.lead_in:
+            yield self._finish(self._silence(request.lead_in), request)
         with request.progress.task("chunks", len(request.chunks)) as advance:
             for chunk in request.chunks:
                 yield from self._stream_chunk(request, chunk, chunk_tokens)
+                if chunk.pause_after:
+                    yield self._finish(self._silence(chunk.pause_after), request)
                 advance(1)
 
     def _stream_chunk(self, request: Request, chunk: Chunk, chunk_tokens: int):

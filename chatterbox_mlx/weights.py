@@ -48,11 +48,15 @@ def non_finite(weights: Mapping[str, mx.array]) -> dict[str, int]:
 
     Tensors are evaluated ``FINITE_BATCH`` at a time (this reads every tensor: a lazily
     loaded file is materialised here, once), then reduced with one vectorised check
-    each: on the CPU device numpy's ``isfinite`` over a view of MLX's buffer (no copy;
-    about 8x faster there than MLX's scalar elementwise kernels), elsewhere (and for
-    bfloat16, which numpy lacks) an MLX reduction in the same evaluation."""
+    each: where the CPU kernels are active, numpy's ``isfinite`` over a view of MLX's
+    buffer (no copy; about 8x faster there than MLX's scalar elementwise kernels),
+    elsewhere (and for bfloat16, which numpy lacks) an MLX reduction in the same
+    evaluation."""
+    from .layers import cpu_kernels_active
+
     names = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating)]
-    in_numpy = mx.default_device() == mx.cpu
+
+    in_numpy = cpu_kernels_active()
     bad = {}
     for start in range(0, len(names), FINITE_BATCH):
         chunk = names[start : start + FINITE_BATCH]

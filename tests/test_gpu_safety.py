@@ -83,11 +83,9 @@ def test_the_boundary_check_catches_a_crossing():
 def test_networks_reach_cpu_paths_only_through_layers():
     # A network module reads as an MLX model: the CPU-only paths, and the decision whether
     # to take them, live behind chatterbox_mlx.layers (DEVELOPING.md, "CPU boundary").
-    # models/t3 is being moved behind the boundary separately (its quantization warning).
     offenders = [
         f"{path.relative_to(PACKAGE)}:{crossing}"
         for path in sorted((PACKAGE / "models").rglob("*.py"))
-        if not path.relative_to(PACKAGE / "models").parts[0].startswith("t3")
         for crossing in boundary_crossings(path.read_text())
     ]
     assert not offenders, f"network modules crossing the CPU boundary: {offenders}"
