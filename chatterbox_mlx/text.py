@@ -148,6 +148,19 @@ def _check_unknown(tokenizer, ids: list[int], unk_id: int | None, text: str) -> 
     )
 
 
+def _encode_graphemes(tokenizer, unk_id: int | None, text: str, strict: bool) -> list[int]:
+    """The grapheme tokenizers' ids, spaces as ``[SPACE]``; ``strict`` refuses ``[UNK]``."""
+    ids = tokenizer.encode(text.replace(" ", SPACE)).ids
+    if strict:
+        _check_unknown(tokenizer, ids, unk_id, text)
+    return ids
+
+
+def _decode_graphemes(tokenizer, ids) -> str:
+    text = tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+    return text.replace(" ", "").replace(SPACE, " ").replace(EOT, "").replace(UNK, "")
+
+
 class EnTokenizer:
     """English: ``[SPACE]`` for spaces, then the BPE (upstream ``EnTokenizer``)."""
 
@@ -160,14 +173,10 @@ class EnTokenizer:
 
     def encode(self, text: str, strict: bool = False) -> list[int]:
         """Ids of ``text``; ``strict`` refuses characters that would become ``[UNK]``."""
-        ids = self.tokenizer.encode(text.replace(" ", SPACE)).ids
-        if strict:
-            _check_unknown(self.tokenizer, ids, self.unk_id, text)
-        return ids
+        return _encode_graphemes(self.tokenizer, self.unk_id, text, strict)
 
     def decode(self, ids) -> str:
-        text = self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
-        return text.replace(" ", "").replace(SPACE, " ").replace(EOT, "").replace(UNK, "")
+        return _decode_graphemes(self.tokenizer, ids)
 
     def text_to_tokens(self, text: str) -> np.ndarray:
         """``[1, N]`` int32 ids, as upstream's ``text_to_tokens``."""
@@ -419,14 +428,10 @@ class MTLTokenizer:
     ) -> list[int]:
         language_id = check_language(language_id)
         text = self.preprocess(text, language_id, lowercase, nfkd)
-        ids = self.tokenizer.encode(text.replace(" ", SPACE)).ids
-        if strict:
-            _check_unknown(self.tokenizer, ids, self.unk_id, text)
-        return ids
+        return _encode_graphemes(self.tokenizer, self.unk_id, text, strict)
 
     def decode(self, ids) -> str:
-        text = self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
-        return text.replace(" ", "").replace(SPACE, " ").replace(EOT, "").replace(UNK, "")
+        return _decode_graphemes(self.tokenizer, ids)
 
     def text_to_tokens(self, text: str, language_id: str) -> np.ndarray:
         return np.array([self.encode(text, language_id)], dtype=np.int32)

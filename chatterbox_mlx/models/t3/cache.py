@@ -50,3 +50,10 @@ def split_heads(x: mx.array, num_heads: int) -> mx.array:
 def merge_heads(x: mx.array) -> mx.array:
     batch, _, length, _ = x.shape
     return x.transpose(0, 2, 1, 3).reshape(batch, length, -1)
+
+
+def attend(q, k, v, cache: KVCache | None, scale: float, mask) -> mx.array:
+    """Attention of the new queries over the cached and new keys/values, heads merged."""
+    if cache is not None:
+        k, v = cache.update(k, v)
+    return merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask))

@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...layers import Linear
-from .cache import KVCache, attention_mask, merge_heads, split_heads
+from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
 
@@ -22,10 +22,7 @@ class GPT2Attention(nn.Module):
     def __call__(self, x, mask, cache: KVCache | None) -> mx.array:
         q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
-        if cache is not None:
-            k, v = cache.update(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.c_proj(merge_heads(out))
+        return self.c_proj(attend(q, k, v, cache, self.scale, mask))
 
 
 class GPT2MLP(nn.Module):

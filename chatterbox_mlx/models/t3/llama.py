@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ...layers import Linear
-from .cache import KVCache, attention_mask, merge_heads, split_heads
+from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
 
@@ -59,10 +59,7 @@ class LlamaAttention(nn.Module):
         v = split_heads(self.v_proj(x), self.num_kv_heads)
         q = (q * cos + rotate_half(q) * sin).astype(x.dtype)
         k = (k * cos + rotate_half(k) * sin).astype(x.dtype)
-        if cache is not None:
-            k, v = cache.update(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.o_proj(merge_heads(out))
+        return self.o_proj(attend(q, k, v, cache, self.scale, mask))
 
 
 class LlamaMLP(nn.Module):
