@@ -69,6 +69,22 @@ def test_cli_saved_voice_round_trip(tmp_path):
 BAD_UTF8 = b"caf\xe9 au lait"  # Latin-1, not UTF-8
 
 
+def unsafe_original(source):
+    """An original-layout English directory whose conds.pt calls os.system when unpickled
+    (converted on first use: the built-in voice is read first, so T3/S3Gen are symlinks)."""
+    from tests.helpers.checkpoints import cached_checkpoint, write_checkpoint
+    from tests.helpers.sources import LAYOUTS
+    from tests.helpers.sources import write_text_files as write_tokenizer_files
+    from tests.helpers.torch_zip import write_conds
+
+    source.mkdir()
+    write_checkpoint("ve", source)
+    for name in ("t3_cfg.safetensors", "s3gen.safetensors"):
+        os.symlink(cached_checkpoint(LAYOUTS["english"][0 if "t3" in name else 1]), source / name)
+    write_conds(source / "conds.pt", extra_global=("os", "system"), extra_args=("true",))
+    write_tokenizer_files(source, "english")
+
+
 @pytest.mark.parametrize(
     "args, stdin, message",
     [
@@ -92,6 +108,7 @@ BAD_UTF8 = b"caf\xe9 au lait"  # Latin-1, not UTF-8
         (["--text", os.fsdecode(BAD_UTF8)], None, "--text is not valid UTF-8"),
         (["--model", "NANO", "--text", "hi", "--voice", "BADVOICE"], None, "not a voice file"),
         (["--model", "BROKEN", "--text", "hi"], None, "config.json"),
+        (["--model", "UNSAFE", "--text", "hi"], None, "os.system"),
         (
             ["voice", "save", "/nonexistent/clip.wav", "-o", "x.voice", "--model", "NANO"],
             None,
@@ -103,6 +120,8 @@ def test_cli_bad_input_one_line_error(tmp_path, args, stdin, message):
     (tmp_path / "bad.txt").write_bytes(BAD_UTF8)
     (tmp_path / "FILE").write_bytes(b"")
     (tmp_path / "bad.voice").write_bytes(b"RIFF....WAVEfmt ")
+    if "UNSAFE" in args:
+        unsafe_original(tmp_path / "unsafe-original")
     broken = tmp_path / "broken-model"
     if "BROKEN" in args:
         broken.mkdir()
@@ -110,7 +129,8 @@ def test_cli_bad_input_one_line_error(tmp_path, args, stdin, message):
             os.symlink(os.path.join(nano(), f), broken / f) if f != "config.json" else None
         (broken / "config.json").write_text('{"format": "chatterbox-mlx", "networks": 5}')
     subs = {"NANO": nano(), "BADFILE": str(tmp_path / "bad.txt"), "BROKEN": str(broken),
-            "BADVOICE": str(tmp_path / "bad.voice"), "FILE": str(tmp_path / "FILE")}  # fmt: skip
+            "BADVOICE": str(tmp_path / "bad.voice"), "FILE": str(tmp_path / "FILE"),
+            "UNSAFE": str(tmp_path / "unsafe-original")}  # fmt: skip
     args = [subs.get(a, a) for a in args]
     before = set(os.listdir(tmp_path))
     r = run_cli(*args, stdin=stdin, cwd=tmp_path)
