@@ -215,6 +215,41 @@ class _Sink:
         return out
 
 
+class _QuietFile:
+    """A file object for libsndfile's callbacks that never raises inside them (cffi would
+    print each exception as a traceback): an OSError (a full disk) is kept, the call
+    reports nothing written, libsndfile gives up, and the writer raises the kept error."""
+
+    def __init__(self, file):
+        self._file = file
+        self.error: OSError | None = None
+
+    def _guard(self, call, failed):
+        if self.error is not None:
+            return failed
+        try:
+            return call()
+        except OSError as err:
+            self.error = err
+            return failed
+
+    def write(self, data) -> int:
+        return self._guard(lambda: self._file.write(data), 0)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._guard(lambda: self._file.seek(offset, whence), -1)
+
+    def tell(self) -> int:
+        return self._guard(self._file.tell, -1)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(lambda: self._file.read(size), b"")
+
+    def raise_kept(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class _Encoder:
     """One mono waveform, chunk by chunk, into a binary file object ``target``: libsndfile
     for wav/flac/mp3/opus (``stream=True``: the settings of a stream, and WAV with the
@@ -338,8 +373,9 @@ class AudioFileWriter:
         if self._tmp is None:
             raise FormatError(f"cannot write {self.path}: no free temporary name in {folder}")
         self._file = os.fdopen(fd, "w+b")
+        self._quiet = _QuietFile(self._file)
         try:
-            self._encoder = _Encoder(self._file, self.format, sr)
+            self._encoder = _Encoder(self._quiet, self.format, sr)
         except BaseException as err:
             self._discard()
             raise self._error(err) from err
@@ -347,6 +383,9 @@ class AudioFileWriter:
     def _error(self, err: BaseException) -> BaseException:
         if isinstance(err, FormatError | KeyboardInterrupt | SystemExit):
             return err
+        quiet = getattr(self, "_quiet", None)
+        if quiet is not None and quiet.error is not None:
+            err = quiet.error  # what libsndfile's failure came from
         if isinstance(err, OSError) and err.strerror:
             folder = os.path.dirname(os.path.abspath(self.path))
             return FormatError(f"cannot write {self.path}: {err.strerror} (in the folder {folder})")
@@ -373,6 +412,7 @@ class AudioFileWriter:
             raise FormatError(f"{self.path}: the writer is already closed")
         try:
             self._encoder.write(chunk, f"cannot write {self.path}")
+            self._quiet.raise_kept()
         except BaseException as err:
             self._discard()
             raise self._error(err) from err
@@ -385,6 +425,7 @@ class AudioFileWriter:
             if self._encoder.samples_in == 0:
                 raise FormatError(f"cannot write {self.path}: the audio is empty (0 samples)")
             self._encoder.close()
+            self._quiet.raise_kept()
             self._file.close()
             os.replace(self._tmp, self.path)
             self._tmp = None

@@ -384,28 +384,6 @@ def test_save_audio_full_disk_is_one_clean_error(tmp_path, monkeypatch, capfd):
     assert capfd.readouterr().err == ""
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A 64 KiB tmpfs (needs root and mount; skipped where either is missing)."""
-    import shutil
-    import subprocess
-
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    point = tmp_path / "tiny"
-    point.mkdir()
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", str(point)], check=False)
-
-
 @pytest.mark.parametrize("name", ["out.wav", "out.flac"])
 def test_save_audio_on_a_really_full_disk(tiny_filesystem, capfd, name):
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 24000 * 5).astype(np.float32)

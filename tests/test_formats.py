@@ -262,3 +262,20 @@ def test_bad_audio_shapes_and_rates(tmp_path):
         with pytest.raises(F.FormatError, match="sample rate must be a positive integer"):
             F.encode_audio(np.zeros(10, np.float32), rate)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "opus", "pcm"])
+def test_writer_on_a_really_full_disk_is_one_clean_error(tiny_filesystem, capfd, fmt):
+    """libsndfile writes through Python callbacks: an OSError raised inside one would be
+    printed by cffi as a traceback per call. The writer keeps it and raises it once."""
+    from chatterbox_mlx.formats import AudioFileWriter, FormatError
+
+    chunk = np.random.default_rng(0).uniform(-0.5, 0.5, 24000).astype(np.float32)
+    with pytest.raises(FormatError, match="No space left on device") as err:
+        with AudioFileWriter(tiny_filesystem / f"out.{fmt}", 24000) as writer:
+            for _ in range(30):  # 30 s: far more than 64 KiB in every format
+                writer.write(chunk)
+    assert "\n" not in str(err.value)
+    assert os.listdir(tiny_filesystem) == []
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "cffi" not in captured.err
