@@ -1,0 +1,5 @@
+import sys
+
+from chatterbox_mlx.server import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""``chatterbox-mlx serve`` / ``python -m chatterbox_mlx.server``: load the models, start
+the OpenAI-compatible server (uvicorn) on 127.0.0.1:8000 unless told otherwise.
+
+Exit codes: 0 after Ctrl-C or SIGTERM while serving (a clean shutdown; 130 for Ctrl-C
+while the models load), 1 bad input (one line on
+standard error: a model that cannot load, a port in use, the server extra missing), 2 a
+malformed command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+PROG = "chatterbox-mlx serve"
+API_KEY_ENV = "CHATTERBOX_MLX_API_KEY"
+
+
+class ServeError(Exception):
+    """A problem reported as one line, exit code 1."""
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="An OpenAI-compatible speech server (POST /v1/audio/speech) with a voice "
+        "library and a web page at /.",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="english | turbo | nano | multilingual | multilingual-v3 | a local "
+        "directory | a hub repo id; repeat to serve several (the first is the "
+        "default; default: turbo)",
+    )
+    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 "
+        "for the network, then set --api-key)",
+    )
+    p.add_argument("--port", type=_count, default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument(
+        "--api-key",
+        help=f"require `Authorization: Bearer KEY` on /v1 (default: "
+        f"${API_KEY_ENV} when set, else no key)",
+    )
+    p.add_argument(
+        "--voices",
+        metavar="DIR",
+        help="the voice library folder (default: ~/.cache/chatterbox-mlx/voices)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=_count,
+        default=8,
+        help="requests that may wait per model while one is generating; more get 429 (default 8)",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=_positive(int),
+        default=4096,
+        help="longest input in characters (default 4096, as OpenAI)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=_positive(int),
+        default=1000,
+        help="cap on speech tokens per request, 25 a second (default 1000)",
+    )
+    p.add_argument(
+        "--chunk-tokens",
+        type=_positive(int),
+        default=25,
+        help="speech tokens per streamed chunk (default 25: 1 s of audio)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=_positive(float),
+        default=20.0,
+        help="largest voice upload in MiB (default 20)",
+    )
+    p.add_argument(
+        "--max-voice-seconds",
+        type=_positive(float),
+        default=60.0,
+        help="longest voice clip in seconds (default 60)",
+    )
+    p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
+    p.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    return p
+
+
+def settings_from(args):
+    """The server's ``Settings`` from parsed arguments and the environment."""
+    from .app import Settings
+
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    return Settings(
+        api_key=key or None,
+        max_chars=args.max_chars,
+        max_queue=args.max_queue,
+        max_new_tokens=args.max_new_tokens,
+        chunk_tokens=args.chunk_tokens,
+        max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+        max_voice_seconds=args.max_voice_seconds,
+        watermark=not args.no_watermark,
+    )
+
+
+def _load_models(names: list[str], quantize: int | None) -> dict:
+    from chatterbox_mlx.tts import load_pipeline
+    from chatterbox_mlx.variants import ALIASES, VARIANTS
+
+    models: dict = {}
+    for given in names:
+        print(f"{PROG}: loading {given}", file=sys.stderr, flush=True)
+        model = load_pipeline(given, quantize=quantize)
+        key = given.lower()
+        name = ALIASES.get(key, key) if ALIASES.get(key, key) in VARIANTS else model.variant.name
+        base, n = name, 1
+        while name in models:
+            n += 1
+            name = f"{base}-{n}"
+        models[name] = model
+    return models
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ServeError(f"--host {host}: {err.strerror}") from None
+    family = infos[0][0]
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as err:
+        hint = "; pick another with --port (0: any free port)" if port else ""
+        raise ServeError(f"cannot listen on {host}:{port}: {err.strerror}{hint}") from None
+
+
+def run(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise ServeError(
+            f"the server needs the `server` extra ({err.name} is missing): "
+            "pip install 'mlx-chatterbox[server]'"
+        ) from None
+    from .app import create_app
+    from .voices import LibraryError, VoiceLibrary, default_dir
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    settings = settings_from(args)
+    try:
+        library = VoiceLibrary(args.voices or default_dir())
+    except LibraryError as err:
+        raise ServeError(str(err)) from None
+    sock = _bind(args.host, args.port)
+    models = _load_models(args.model or ["turbo"], args.quantize)
+    app = create_app(models, settings=settings, library=library)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"{PROG}: serving {', '.join(models)} on http://{shown}:{port} (voices in "
+        f"{library.root}{'; API key required' if settings.api_key else ''})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print(
+            f"{PROG}: warning: listening on {args.host} without --api-key: anyone who can "
+            "reach this port can use it",
+            file=sys.stderr,
+            flush=True,
+        )
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=args.log_level == "debug",
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``chatterbox-mlx serve ARGS`` (``argv`` without ``serve``)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # while loading (uvicorn handles it once serving)
+        return 130
+    except (ServeError, ValueError, OSError, RuntimeError) as err:
+        from chatterbox_mlx.convert import format_error
+
+        print(f"{PROG}: {format_error(err)}", file=sys.stderr)
+        return 1

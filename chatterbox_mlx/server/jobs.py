@@ -1,0 +1,171 @@
+"""One request at a time per model, the others waiting in a bounded queue.
+
+Each served model has a :class:`ModelWorker`: one thread that runs :class:`Job` s in
+order. ``submit`` refuses a job (:class:`QueueFull`, the server's 429) when ``max_queue``
+jobs already wait behind the running one. A job hands its results to the event loop
+through ``emit`` (thread-safe) and reads ``cancelled`` between chunks; a job cancelled
+while it waits (its client left) is dropped without running and frees its place at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+logger = logging.getLogger("chatterbox_mlx.server")
+
+DONE = "done"
+DATA = "data"
+ERROR = "error"
+
+
+class QueueFull(Exception):
+    """The model's queue is full; ``retry_after`` is an estimate in whole seconds."""
+
+    def __init__(self, waiting: int, retry_after: int):
+        super().__init__(f"{waiting} requests are already waiting")
+        self.waiting = waiting
+        self.retry_after = retry_after
+
+
+class Job:
+    """Work for a model's thread: ``run(job)`` computes, calls ``job.emit(DATA, value)``
+    and may set ``job.result``; the event loop reads the items with ``await job.next()``:
+    the DATA items, then ``(ERROR, exception)`` if ``run`` raised, then ``(DONE, result)``."""
+
+    def __init__(self, run: Callable[[Job], None], loop: asyncio.AbstractEventLoop):
+        self.run = run
+        self._loop = loop
+        self._items: asyncio.Queue = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.chunks = 0  # items of audio computed (for the stats)
+        self.result = None  # what ``run`` made, handed over with the DONE item
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def emit(self, kind: str, value=None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+            self.cancel()
+
+    async def next(self) -> tuple[str, object]:
+        return await self._items.get()
+
+
+class ModelWorker:
+    """The thread that runs one model's jobs, one at a time (see the module docstring)."""
+
+    def __init__(self, name: str, max_queue: int):
+        self.name = name
+        self.max_queue = max_queue
+        self._waiting: deque[Job] = deque()
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._durations: deque[float] = deque(maxlen=20)
+        self.stats = {
+            "done": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "chunks": 0,
+        }
+        self._thread = threading.Thread(target=self._loop, name=f"chatterbox-{name}", daemon=True)
+        self._thread.start()
+
+    # ---- the event loop's side ------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            self._prune()
+            if len(self._waiting) + (self._running is not None) > self.max_queue:
+                self.stats["rejected"] += 1
+                raise QueueFull(len(self._waiting), self._retry_after())
+            self._waiting.append(job)
+            self._cond.notify()
+
+    def _prune(self) -> None:
+        """Drop waiting jobs whose client left (they free their place at once)."""
+        kept = deque(j for j in self._waiting if not j.cancelled)
+        self.stats["dropped"] += len(self._waiting) - len(kept)
+        for job in self._waiting:
+            if job.cancelled:
+                job.finished.set()
+        self._waiting = kept
+
+    def cancel(self, job: Job) -> None:
+        job.cancel()
+        with self._cond:
+            self._prune()
+
+    def _retry_after(self) -> int:
+        typical = sorted(self._durations)[len(self._durations) // 2] if self._durations else 5.0
+        return max(1, math.ceil(typical * (len(self._waiting) + 1)))
+
+    def status(self) -> dict:
+        with self._cond:
+            self._prune()
+            return {
+                "busy": self._running is not None,
+                "waiting": len(self._waiting),
+                "max_queue": self.max_queue,
+                **self.stats,
+            }
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            for job in self._waiting:
+                job.cancel()
+            if self._running is not None:
+                self._running.cancel()
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # ---- the model's thread ---------------------------------------------------------
+
+    def _next_job(self) -> Job | None:
+        with self._cond:
+            while True:
+                self._prune()
+                if self._stop:
+                    return None
+                if self._waiting:
+                    self._running = self._waiting.popleft()
+                    return self._running
+                self._cond.wait()
+
+    def _loop(self) -> None:
+        while (job := self._next_job()) is not None:
+            started = time.perf_counter()
+            job.started.set()
+            outcome = "done"
+            try:
+                job.run(job)
+                if job.cancelled:
+                    outcome = "cancelled"
+            except BaseException as err:  # handed to the request, which answers it
+                outcome = "cancelled" if job.cancelled else "failed"
+                job.emit(ERROR, err)
+            finally:
+                job.emit(DONE, job.result)
+                with self._cond:
+                    self.stats[outcome] += 1
+                    self.stats["chunks"] += job.chunks
+                    self._durations.append(time.perf_counter() - started)
+                    self._running = None
+                job.finished.set()
