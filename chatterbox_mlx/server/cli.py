@@ -1,10 +1,10 @@
 """``chatterbox-mlx serve`` / ``python -m chatterbox_mlx.server``: load the models, start
 the OpenAI-compatible server (uvicorn) on 127.0.0.1:8000 unless told otherwise.
 
-Exit codes: 0 after Ctrl-C or SIGTERM while serving (a clean shutdown; 130 for Ctrl-C
-while the models load), 1 bad input (one line on
-standard error: a model that cannot load, a port in use, the server extra missing), 2 a
-malformed command line.
+Exit codes: 1 bad input (one line on standard error: a model that cannot load, a port in
+use, the server extra missing), 2 a malformed command line. Ctrl-C and SIGTERM shut down
+gracefully (requests in flight get 5 s), then exit as the signal says: 130 for Ctrl-C,
+killed by SIGTERM (143 in a shell), as uvicorn does.
 """
 
 from __future__ import annotations
@@ -170,15 +170,20 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def run(args) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn
-    except ImportError as err:
-        raise ServeError(
-            f"the server needs the `server` extra ({err.name} is missing): "
-            "pip install 'mlx-chatterbox[server]'"
-        ) from None
+    import importlib.util
+
+    for module, package in (
+        ("fastapi", "fastapi"),
+        ("uvicorn", "uvicorn"),
+        ("python_multipart", "python-multipart"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            raise ServeError(
+                f"the server needs the `server` extra ({package} is missing): "
+                "pip install 'mlx-chatterbox[server]'"
+            )
+    import uvicorn
+
     from .app import create_app
     from .voices import LibraryError, VoiceLibrary, default_dir
 
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
-    except KeyboardInterrupt:  # while loading (uvicorn handles it once serving)
+    except KeyboardInterrupt:  # while loading, or uvicorn's after its graceful shutdown
         return 130
     except (ServeError, ValueError, OSError, RuntimeError) as err:
         from chatterbox_mlx.convert import format_error
