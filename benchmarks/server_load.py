@@ -1,0 +1,170 @@
+"""The speech server under load: N concurrent clients until R requests were answered with
+audio, on the Nano random-weight model (the tests' checkpoint, built-in voice cut short so
+each request is small), through the real command line (``python -m chatterbox_mlx.server``)
+in a child process.
+
+    python benchmarks/server_load.py --clients 8 --requests 100
+
+Reports: every request answered with its audio or a 429 (with Retry-After), none lost
+(no connection error, no other status, no short body), the latency of the answered ones,
+and the server process's resident memory (``ps``) after every 10 answered requests: flat
+once warm (the growth from the 20th to the last answered request is printed).
+Clients that get a 429 wait ``--backoff`` seconds and send again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import chatterbox_mlx  # noqa: E402, F401, I001  (BLAS before mlx.core)
+
+from tests.helpers.server import CliServer, rss_kib, short_voice_dir  # noqa: E402
+
+PER_TOKEN = 960
+TAIL = 3  # Nano's silence tokens
+
+
+def speak(url: str, body: dict) -> tuple[int, int, str | None]:
+    request = urllib.request.Request(
+        url + "/v1/audio/speech",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return response.status, len(response.read()), None
+    except urllib.error.HTTPError as err:
+        err.read()
+        return err.code, 0, err.headers.get("Retry-After")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=100, help="answered requests to reach")
+    p.add_argument("--tokens", type=int, default=3, help="max_new_tokens of each request")
+    p.add_argument("--max-queue", type=int, default=4)
+    p.add_argument("--backoff", type=float, default=0.5, help="seconds after a 429")
+    args = p.parse_args()
+
+    model = short_voice_dir("nano")
+    expected = 2 * (args.tokens + TAIL) * PER_TOKEN  # pcm bytes
+    lock = threading.Lock()
+    answered: list[float] = []
+    limited: list[str | None] = []
+    lost: list[str] = []
+    rss: list[tuple[int, int]] = []
+    import tempfile
+
+    with (
+        tempfile.TemporaryDirectory() as voices,
+        CliServer(
+            "--model",
+            str(model),
+            "--no-watermark",
+            "--max-new-tokens",
+            str(args.tokens),
+            "--max-queue",
+            str(args.max_queue),
+            "--voices",
+            voices,
+            "--log-level",
+            "warning",
+        ) as server,
+    ):
+        rss.append((0, rss_kib(server.pid)))
+        print(
+            f"server pid {server.pid} at {server.url}; model {model.name}; "
+            f"{args.clients} clients, until {args.requests} answered; max_new_tokens "
+            f"{args.tokens}, --max-queue {args.max_queue}, pcm",
+            flush=True,
+        )
+
+        def client(n: int) -> None:
+            i = 0
+            while True:
+                with lock:
+                    if len(answered) >= args.requests:
+                        return
+                body = {
+                    "input": "Hello there, this is a load test.",
+                    "voice": "alloy",
+                    "response_format": "pcm",
+                    "seed": 1000 * n + i,
+                }
+                i += 1
+                started = time.perf_counter()
+                try:
+                    status, size, retry = speak(server.url, body)
+                except OSError as err:
+                    with lock:
+                        lost.append(f"client {n}: {type(err).__name__}: {err}")
+                    continue
+                with lock:
+                    if status == 200 and size == expected:
+                        answered.append(time.perf_counter() - started)
+                        if len(answered) % 10 == 0:
+                            rss.append((len(answered), rss_kib(server.pid)))
+                    elif status == 429:
+                        limited.append(retry)
+                    else:
+                        lost.append(f"client {n}: status {status}, {size} bytes")
+                if status == 429:
+                    time.sleep(args.backoff)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        health = json.loads(urllib.request.urlopen(server.url + "/health").read())["models"][0]
+
+    print(f"machine: {platform.machine()} {platform.system()}, python {platform.python_version()}")
+    print(f"wall time: {wall:.1f} s for {len(answered)} answered requests")
+    print(f"answered with audio: {len(answered)} (each {expected} bytes of pcm)")
+    print(
+        f"429 (queue full): {len(limited)}, all with Retry-After: "
+        f"{all(r is not None and int(r) >= 1 for r in limited)}"
+    )
+    print(f"lost (connection errors, other statuses, short bodies): {len(lost)}")
+    for line in lost[:10]:
+        print("  " + line)
+    if answered:
+        q = statistics.quantiles(answered, n=20) if len(answered) > 1 else answered * 19
+        print(
+            f"latency of answered requests: median {statistics.median(answered):.2f} s, "
+            f"p95 {q[18]:.2f} s, max {max(answered):.2f} s (includes waiting in the queue)"
+        )
+    print("server counters: " + ", ".join(f"{k} {v}" for k, v in health.items()))
+    print(
+        "server RSS (MiB) after N answered: "
+        + ", ".join(f"{n}: {kib / 1024:.0f}" for n, kib in rss)
+    )
+    warm = [kib for n, kib in rss if n >= 20]
+    if len(warm) >= 2:
+        print(
+            f"RSS growth from the 20th to the {rss[-1][0]}th answered request: "
+            f"{(warm[-1] - warm[0]) / 1024:+.1f} MiB "
+            f"(min {min(warm) / 1024:.0f}, max {max(warm) / 1024:.0f} MiB)"
+        )
+    ok = not lost and health["done"] == len(answered) and health["rejected"] == len(limited)
+    print("result:", "all answered or 429, none lost" if ok else "PROBLEMS (see above)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
