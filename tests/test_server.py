@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -653,46 +655,24 @@ def test_command_line_server_with_env_key_and_watermark(server, tmp_path):
     assert marked.content != plain.content
 
 
-def test_command_line_errors_are_one_line(tmp_path):
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatterbox_mlx.server",
-            "--model",
-            str(tmp_path / "missing"),
-            "--port",
-            "0",
-            "--voices",
-            str(tmp_path),
-        ],
+def run_server_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chatterbox_mlx.server", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    r = run_server_command(
+        "--model", str(tmp_path / "missing"), "--port", "0", "--voices", str(tmp_path)
     )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("chatterbox-mlx serve: error: ")
     assert "Traceback" not in r.stderr
     busy = socket.create_server(("127.0.0.1", 0))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chatterbox_mlx.server",
-            "--port",
-            str(busy.getsockname()[1]),
-            "--voices",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    r = run_server_command("--port", str(busy.getsockname()[1]), "--voices", str(tmp_path))
     busy.close()
     assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr, r.stderr

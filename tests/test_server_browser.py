@@ -7,7 +7,8 @@ voice appears in the picker and can be deleted; a screenshot is saved in the tes
 temporary folder.
 
 Needs Chromium (Debian: ``apt-get install chromium``); ``$CHROMIUM`` names another
-binary (Chrome works too). Without one the test is skipped, saying so.
+binary (Chrome works too). Without one the test is skipped, saying so, or fails where
+``CHATTERBOX_MLX_REQUIRE_BROWSER=1`` (CI).
 """
 
 from __future__ import annotations
@@ -183,7 +184,10 @@ def page_server(tmp_path_factory):
 def test_page_generates_plays_and_uploads_a_voice(page_server, tmp_path):
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set $CHROMIUM)")
+        message = "no Chromium found (apt-get install chromium, or set $CHROMIUM)"
+        if os.environ.get("CHATTERBOX_MLX_REQUIRE_BROWSER") == "1":  # CI: must run
+            pytest.fail(message)
+        pytest.skip(message)
     browser = Browser(binary, Path(tempfile.mkdtemp(dir=tmp_path)))
     try:
         browser.call("Page.navigate", url=page_server.url + "/")

@@ -182,12 +182,14 @@ def create_app(
         yield
         state.close()
 
+    # no /docs: FastAPI's pages load their scripts from a CDN (this server works offline)
     app = FastAPI(
         title="chatterbox-mlx",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.server = state
     install_handlers(app)
@@ -236,24 +238,22 @@ def create_app(
         default = state.default.name
         return [s.describe(settings, s.name == default) for s in state.models.values()]
 
-    @api.get("/models")
-    async def list_models():
-        data = [
+    def openai_models() -> list[dict]:
+        """OpenAI's model objects (``/v1/models``)."""
+        return [
             {"id": m["id"], "object": "model", "created": state.started, "owned_by": m["owned_by"]}
             for m in model_objects()
         ]
-        return {"object": "list", "data": data}
+
+    @api.get("/models")
+    async def list_models():
+        return {"object": "list", "data": openai_models()}
 
     @api.get("/models/{model_id}")
     async def get_model(model_id: str):
-        for m in model_objects():
+        for m in openai_models():
             if m["id"] == model_id:
-                return {
-                    "id": m["id"],
-                    "object": "model",
-                    "created": state.started,
-                    "owned_by": m["owned_by"],
-                }
+                return m
         raise APIError(
             404,
             f"no model {model_id!r}; served: {', '.join(state.models)}",
@@ -545,16 +545,19 @@ async def _stream_body(req: SpeechRequest, job: Job, first: bytes):
 
 
 async def _read_body(request, limit: int, what: str) -> bytes:
-    """The body, or 413 once it passes ``limit`` (the rest is read and dropped up to
-    DRAIN_LIMIT, so the client gets the answer rather than a reset connection)."""
+    """The body, or 413 once it passes ``limit``: at once when Content-Length says it is
+    far over, else after reading the rest (dropped) up to DRAIN_LIMIT, so that the client
+    gets the answer rather than a reset connection."""
+    declared = request.headers.get("content-length", "")
+    total = int(declared) if declared.isdigit() and int(declared) > limit + DRAIN_LIMIT else 0
     data = bytearray()
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total <= limit:
-            data += chunk
-        elif total > limit + DRAIN_LIMIT:
-            break
+    if not total:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total <= limit:
+                data += chunk
+            elif total > limit + DRAIN_LIMIT:
+                break
     if total > limit:
         raise APIError(
             413,
@@ -570,13 +573,6 @@ def _size(n: int) -> str:
 
 
 async def _read_json(request):
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > JSON_LIMIT + DRAIN_LIMIT:
-        raise APIError(
-            413,
-            f"the request body is over the limit of {_size(JSON_LIMIT)}",
-            code="payload_too_large",
-        )
     raw = await _read_body(request, JSON_LIMIT, "request body")
     try:
         return json.loads(raw)
@@ -601,13 +597,6 @@ async def _read_form(request, limit: int):
             "send the voice as multipart/form-data with the fields `name` and "
             "`file`, e.g. curl -F name=Alice -F file=@alice.wav",
             code="invalid_content_type",
-        )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + DRAIN_LIMIT:
-        raise APIError(
-            413,
-            f"the upload is over the limit of {_size(limit)} (--max-upload-mb)",
-            code="payload_too_large",
         )
     raw = await _read_body(request, limit, "upload")
 

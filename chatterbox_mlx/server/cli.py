@@ -46,6 +46,17 @@ def _count(text: str) -> int:
     return value
 
 
+# the limits: flag, type, default, what it limits
+LIMITS = (
+    ("--max-queue", _count, 8, "requests that may wait per model while one generates (more: 429)"),
+    ("--max-chars", _positive(int), 4096, "longest input in characters (OpenAI's: 4096)"),
+    ("--max-new-tokens", _positive(int), 1000, "cap on speech tokens a request, 25 a second"),
+    ("--chunk-tokens", _positive(int), 25, "speech tokens a streamed chunk (25: 1 s of audio)"),
+    ("--max-upload-mb", _positive(float), 20.0, "largest voice upload in MiB"),
+    ("--max-voice-seconds", _positive(float), 60.0, "longest voice clip in seconds"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -78,42 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the voice library folder (default: ~/.cache/chatterbox-mlx/voices)",
     )
-    p.add_argument(
-        "--max-queue",
-        type=_count,
-        default=8,
-        help="requests that may wait per model while one is generating; more get 429 (default 8)",
-    )
-    p.add_argument(
-        "--max-chars",
-        type=_positive(int),
-        default=4096,
-        help="longest input in characters (default 4096, as OpenAI)",
-    )
-    p.add_argument(
-        "--max-new-tokens",
-        type=_positive(int),
-        default=1000,
-        help="cap on speech tokens per request, 25 a second (default 1000)",
-    )
-    p.add_argument(
-        "--chunk-tokens",
-        type=_positive(int),
-        default=25,
-        help="speech tokens per streamed chunk (default 25: 1 s of audio)",
-    )
-    p.add_argument(
-        "--max-upload-mb",
-        type=_positive(float),
-        default=20.0,
-        help="largest voice upload in MiB (default 20)",
-    )
-    p.add_argument(
-        "--max-voice-seconds",
-        type=_positive(float),
-        default=60.0,
-        help="longest voice clip in seconds (default 60)",
-    )
+    for flag, kind, default, meaning in LIMITS:
+        p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default:g})")
     p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
