@@ -311,8 +311,16 @@ def run_voice(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"chatterbox-mlx: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from .convert import Terminated, format_error, sigterm_raises
+
+    warnings.showwarning = _show_warning  # one line each, no source location
 
     argv = list(sys.argv[1:] if argv is None else argv)
     voice = bool(argv) and argv[0] == VOICE_COMMAND

@@ -169,3 +169,15 @@ def test_cli_long_text_progress_lines_off_a_terminal(tmp_path):
     assert r.returncode == 0, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("chunks ")]
     assert lines and lines[-1].startswith("chunks 2/2") and "left" in lines[0], stderr
+
+
+def test_cli_warns_in_one_line_about_unused_options(tmp_path):
+    out = tmp_path / "w.wav"
+    r = run_cli("--model", nano(), "--text", "Hi.", "--max-new-tokens", "2", "--min-p", "0.1",
+                "--language", "fr", "--no-watermark", "--out", str(out))  # fmt: skip
+    stderr = r.stderr.decode()
+    assert r.returncode == 0, stderr
+    warned = [line for line in stderr.splitlines() if line.startswith("chatterbox-mlx: warning")]
+    assert any("min_p" in line for line in warned), stderr
+    assert any("language_id" in line for line in warned), stderr
+    assert "UserWarning" not in stderr and "warnings.warn" not in stderr
