@@ -131,12 +131,15 @@ OURS = textwrap.dedent(
         mx.eval([v for v in (*vars(model.conds.t3).values(), *vars(model.conds.gen).values())
                  if isinstance(v, mx.array)])
         t1 = time.perf_counter()
-        params = model._params({"max_new_tokens": n_tok})
-        text_tokens = model._text_tokens(T.punc_norm(args["text"], model.punc_variant))
-        tokens = model._speech_tokens(text_tokens, model.conds, params, T_NULL)
-        tokens = model._finish_tokens(tokens)
+        spec = model.variant  # what the one pipeline reads: sampler, tail tokens, flow steps
+        params = dict(spec.generation, max_new_tokens=n_tok)
+        text_tokens = model._encode(args["text"], None)
+        steps = model.t3.generate_steps(model.conds.t3, text_tokens, model._sampler(params),
+                                        max_new_tokens=n_tok)
+        tokens = [s.token for s in steps if s.token < 6561] + list(spec.tail_tokens)
+        tokens = mx.array(tokens, dtype=mx.int32)
         t2 = time.perf_counter()
-        mel = model.s3gen.flow_inference(tokens, model.conds.gen, params["n_cfm_timesteps"])
+        mel = model.s3gen.flow_inference(tokens, model.conds.gen, spec.flow_steps)
         mx.eval(mel)
         t3 = time.perf_counter()
         wav, _ = model.s3gen.hift_inference(mel)
@@ -158,7 +161,7 @@ OURS = textwrap.dedent(
         times["backend"] = f"mlx {mx.__version__} {mx.default_device()}, BLAS: {blas}"
     print("RESULT" + json.dumps(times))
     """
-).replace("T_NULL", "__import__('chatterbox_mlx.progress').progress.NULL_PROGRESS")
+)
 
 
 def run(python: str, script: str, args: dict) -> dict:
