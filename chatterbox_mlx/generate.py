@@ -1,7 +1,8 @@
 """Command line: ``python -m chatterbox_mlx.generate --text "..."`` (also ``chatterbox-mlx``).
 
 ``chatterbox-mlx voice save CLIP -o me.voice`` saves a cloned voice (without CLIP: the
-model's built-in voice) for ``--voice me.voice``.
+model's built-in voice) for ``--voice me.voice``; ``chatterbox-mlx serve`` starts the
+OpenAI-compatible speech server (``chatterbox_mlx.server``).
 
 Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr, detail lines
 indented below it), 130 Ctrl-C, 143 SIGTERM. Nothing is left half-written.
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 VOICE_COMMAND = "voice"
+SERVE_COMMAND = "serve"
 
 
 class CLIError(Exception):
@@ -37,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chatterbox-mlx",
         description="Chatterbox text-to-speech on Apple MLX. Reads text from --text, "
         "--file or standard input and writes audio (WAV, FLAC, MP3, Opus), or plays it "
-        f"live. `chatterbox-mlx {VOICE_COMMAND} save CLIP -o me.voice` saves a cloned voice.",
+        f"live. `chatterbox-mlx {VOICE_COMMAND} save CLIP -o me.voice` saves a cloned voice; "
+        f"`chatterbox-mlx {SERVE_COMMAND} --model turbo` starts the OpenAI-compatible server.",
     )
     _add_model_args(p)
     src = p.add_mutually_exclusive_group()
@@ -323,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning  # one line each, no source location
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [SERVE_COMMAND]:
+        from .server import main as serve
+
+        return serve(argv[1:])
     voice = bool(argv) and argv[0] == VOICE_COMMAND
     args = (build_voice_parser().parse_args(argv[1:]) if voice
             else build_parser().parse_args(argv))  # fmt: skip

@@ -36,6 +36,12 @@ def convert_parser():
     return build_parser()
 
 
+def serve_parser():
+    from chatterbox_mlx.server.cli import build_parser
+
+    return build_parser()
+
+
 def voice_parser():
     from chatterbox_mlx.generate import build_voice_parser
 
@@ -46,10 +52,14 @@ def voice_parser():
 MODULE_PARSERS = {
     "chatterbox_mlx.generate": generate_parser,
     "chatterbox_mlx.convert": convert_parser,
+    "chatterbox_mlx.server": serve_parser,
 }
 SCRIPT_PARSERS = {"convert.py": convert_parser}
 ENTRY_POINTS = {"chatterbox-mlx": generate_parser}
-SUBCOMMANDS = {("chatterbox-mlx", "voice"): voice_parser}  # their own parsers
+SUBCOMMANDS = {  # their own parsers
+    ("chatterbox-mlx", "voice"): voice_parser,
+    ("chatterbox-mlx", "serve"): serve_parser,
+}
 
 
 def shell_lines(markdown: str) -> list[tuple[int, str]]:
