@@ -27,6 +27,7 @@ RANGES = {
 INTEGERS = {"top_k": 0, "max_new_tokens": 1}  # name -> smallest allowed value
 BOOLEANS = ("norm_loudness",)
 KNOWN = (*RANGES, *INTEGERS, *BOOLEANS)
+CALL_INTEGERS = {"seed": 0, "chunk_tokens": 1}  # checked by check_value, not generation
 
 
 class ParameterError(ValueError):
@@ -44,14 +45,15 @@ def _number(name: str, value) -> float:
 
 def check_value(name: str, value):
     """The value, validated (numbers as float, counts as int)."""
-    if name in INTEGERS:
+    if name in INTEGERS or name in CALL_INTEGERS:
+        smallest = INTEGERS.get(name, CALL_INTEGERS.get(name))
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             if isinstance(value, numbers.Real) and float(value).is_integer():
                 value = int(value)
             else:
-                raise ParameterError(f"{name} must be an integer, got {value!r}")
-        if value < INTEGERS[name]:
-            raise ParameterError(f"{name} must be >= {INTEGERS[name]}, got {value}")
+                raise ParameterError(f"{name} must be an integer >= {smallest}, got {value!r}")
+        if value < smallest:
+            raise ParameterError(f"{name} must be an integer >= {smallest}, got {value}")
         return int(value)
     if name in BOOLEANS:
         if not isinstance(value, bool):
@@ -77,12 +79,12 @@ def resolve(variant, given: Mapping, *, max_new_tokens_limit: int | None = None)
     for name, value in chosen.items():
         if name in used:
             continue
-        value = (
-            check_value(name, value)
-            if name in INTEGERS or name in BOOLEANS
-            else (_number(name, value))
-        )
-        if name not in variant.ignored or value != variant.ignored[name]:
+        # unused, but still one validation: in range, or the value upstream's signature
+        # gives it for this variant (Turbo's exaggeration=0.0)
+        default = variant.ignored.get(name)
+        is_default = default is not None and _number(name, value) == default
+        value = value if is_default else check_value(name, value)
+        if not is_default:
             note = " (upstream ignores it too)" if name in variant.ignored else ""
             warnings.warn(f"{name}={value:g} is not used by {variant.name}{note}", stacklevel=3)
     params = dict(variant.generation)

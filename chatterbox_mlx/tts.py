@@ -21,6 +21,7 @@ passed to ``generate`` becomes the model's voice for later calls that pass none.
 from __future__ import annotations
 
 import inspect
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -69,14 +70,20 @@ def _as_output(wav: np.ndarray) -> mx.array:
     return mx.array(np.asarray(wav, dtype=np.float32)[None, :])
 
 
+def _evaluated(conds: Conditionals | None) -> Conditionals | None:
+    """``conds`` with every array computed: an array left lazy in one thread cannot be
+    evaluated in another (MLX's streams are per thread), and voices outlive calls."""
+    if conds is not None:
+        mx.eval(list(conds.to_flat().values()))
+    return conds
+
+
 def _call_key(seed: int | None) -> mx.array:
     """The call's root key: from ``seed``, else one draw of MLX's global generator (so
     ``mx.random.seed`` still makes unseeded calls reproducible)."""
     if seed is None:
         seed = int(mx.random.randint(0, 2**31 - 1, ()).item())
-    elif isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise params_mod.ParameterError(f"seed must be an integer >= 0, got {seed!r}")
-    return mx.random.key(int(seed))
+    return mx.random.key(params_mod.check_value("seed", seed))
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,10 @@ class TTSPipeline:
         self.ve = ve
         self.tokenizer = tokenizer
         self.device = use_device(device)
-        self.conds = conds
+        for module in (t3, s3gen.flow, s3gen.mel2wav, s3gen.tokenizer, s3gen.speaker_encoder, ve):
+            if module is not None:
+                mx.eval(module.parameters())  # served from other threads (see _evaluated)
+        self.conds = _evaluated(conds)
         self.variant = (
             variant if isinstance(variant, Variant) else get_variant(variant or self.VARIANT)
         )
@@ -168,15 +178,17 @@ class TTSPipeline:
         """Like ``prepare_conditionals`` but returns the voice instead of keeping it, for
         passing as ``voice=`` to one call (a server serving several voices)."""
         with COMPUTE_LOCK:
-            return prepare_conditionals(
-                wav_fpath,
-                s3tokenizer=self.s3gen.tokenizer,
-                campplus=self.s3gen.speaker_encoder,
-                voice_encoder=self.ve,
-                variant=self.variant.name,
-                exaggeration=exaggeration,
-                norm_loudness=norm_loudness,
-                sr=sr,
+            return _evaluated(
+                prepare_conditionals(
+                    wav_fpath,
+                    s3tokenizer=self.s3gen.tokenizer,
+                    campplus=self.s3gen.speaker_encoder,
+                    voice_encoder=self.ve,
+                    variant=self.variant.name,
+                    exaggeration=exaggeration,
+                    norm_loudness=norm_loudness,
+                    sr=sr,
+                )
             )
 
     def save_voice(self, path, voice: Conditionals | None = None) -> voices.VoiceMeta:
@@ -194,8 +206,8 @@ class TTSPipeline:
         """Read a voice file (no S3Tokenizer, CAMPPlus or VoiceEncoder work); it becomes the
         model's voice, and is returned for ``voice=``."""
         voice = voices.load_voice(path, family=self.variant.family, require_t3=True)
-        self.conds = replace(voice.conds, source_sha256=voice.meta.source_sha256,
-                             source_seconds=voice.meta.source_seconds)  # fmt: skip
+        self.conds = _evaluated(replace(voice.conds, source_sha256=voice.meta.source_sha256,
+                                        source_seconds=voice.meta.source_seconds))  # fmt: skip
         return self.conds
 
     def _resolve_voice(self, audio_prompt_path, voice, params: dict) -> Conditionals:
@@ -229,6 +241,7 @@ class TTSPipeline:
         if current == exaggeration:
             return conds
         conds = replace(conds, t3=replace(conds.t3, emotion_adv=exaggeration * mx.ones((1, 1, 1))))
+        _evaluated(conds)
         if keep:  # upstream updates the model's voice
             self.conds = conds
         return conds
@@ -303,6 +316,7 @@ class TTSPipeline:
                 chunks[-1] = replace(chunks[-1], pause_after=JOIN_PAUSE_S)
             chunks.append(Chunk(item, self._encode(item, language_id), keys[len(chunks)]))
             explicit = False
+        mx.eval([c.key for c in chunks], [c.tokens for c in chunks])  # see _evaluated
         return tuple(chunks), lead_in
 
     def _sampler(self, params: dict):
@@ -409,20 +423,39 @@ class TTSPipeline:
         return (self._finish(piece, request) for piece in self._pieces(request))
 
     def generate_batch(self, texts: list[str], audio_prompt_path=None, *,
-                       seed: int | None = None, **kwargs) -> list[mx.array]:  # fmt: skip
+                       seed: int | None = None, voice: Conditionals | None = None,
+                       watermark: bool = True, progress: Progress | None = None,
+                       language_id=None, speed: float = 1.0,
+                       **given) -> list[mx.array]:  # fmt: skip
         """Several texts with the same voice and settings, one waveform each (text ``i``
-        with seed ``seed + i`` when a seed is given)."""
+        with seed ``seed + i`` when a seed is given). Every text is checked before the
+        first is synthesized."""
         if isinstance(texts, str) or not texts:
             raise text_mod.TextError("generate_batch takes a non-empty list of texts")
-        voice = kwargs.pop("voice", None)
-        if voice is None and audio_prompt_path:
-            voice = self.prepare_voice(audio_prompt_path, **_voice_kwargs(kwargs))
+        if seed is not None:
+            seed = params_mod.check_value("seed", seed)
+        if voice is None and audio_prompt_path:  # the texts first, then the clip
+            for text in texts:
+                text_mod.check_text(text, "text")
+                self._plan(text, self._check_language(language_id), mx.random.key(0))
+            params = params_mod.resolve(self.variant, given)
+            voice = self.prepare_voice(audio_prompt_path, **_voice_kwargs(params))
             self.conds = voice
-        seeds = [None if seed is None else seed + i for i in range(len(texts))]
-        return [
-            self.generate(t, voice=voice, seed=s, **kwargs)
-            for t, s in zip(texts, seeds, strict=True)
+        requests = [
+            self._request(
+                text,
+                None,
+                voice,
+                None if seed is None else seed + i,
+                given,
+                language_id,
+                watermark,
+                progress,
+                speed,
+            )  # fmt: skip
+            for i, text in enumerate(texts)
         ]
+        return [self._finish(np.concatenate(list(self._pieces(r))), r) for r in requests]
 
     def generate_stream(self, text: str, audio_prompt_path=None, *, chunk_tokens: int = 25,
                         seed: int | None = None, watermark: bool = True,
@@ -436,23 +469,10 @@ class TTSPipeline:
         and through HiFT with its source cache and a cross-fade (see ``streaming``).
         Given the same seed, T3 speaks the same tokens as ``generate``. Watermarking,
         when on, is applied per chunk. Everything is checked before the first chunk."""
-        if int(chunk_tokens) != chunk_tokens or chunk_tokens < 1:
-            raise params_mod.ParameterError(
-                f"chunk_tokens must be an integer >= 1, got {chunk_tokens}"
-            )
+        chunk_tokens = params_mod.check_value("chunk_tokens", chunk_tokens)
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
                                 watermark, progress, speed)  # fmt: skip
-        return self._locked(self._stream(request, int(chunk_tokens)))
-
-    @staticmethod
-    def _locked(stream: Iterator[mx.array]) -> Iterator[mx.array]:
-        """Compute each item under ``COMPUTE_LOCK``, released while the consumer runs."""
-        while True:
-            with COMPUTE_LOCK:
-                item = next(stream, None)
-            if item is None:
-                return
-            yield item
+        return _on_own_thread(self._stream(request, int(chunk_tokens)))
 
     def _stream(self, request: Request, chunk_tokens: int) -> Iterator[mx.array]:
         if request.lead_in:
@@ -485,6 +505,48 @@ class TTSPipeline:
             tail = tail[: max(0, len(tail) - SAMPLES_PER_TOKEN)]
         if tail.size:
             yield self._finish(tail, request)
+
+
+_END = object()
+
+
+def _on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
+    """Run ``stream`` on a thread of its own, one item per request of the consumer.
+
+    A stream's state between chunks (T3's cache and keys, the vocoder's) is lazy MLX
+    arrays, which only the thread that made them can evaluate; its consumer may be any
+    thread (a web framework's pool). Each item is computed under ``COMPUTE_LOCK`` when
+    asked for, so a consumer that stops asking stops the generation at the next chunk."""
+    requests: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            while requests.get():
+                try:
+                    with COMPUTE_LOCK:
+                        item = next(stream, _END)
+                except BaseException as err:  # handed to the consumer
+                    results.put((None, err))
+                    return
+                results.put((item, None))
+                if item is _END:
+                    return
+        finally:
+            stream.close()
+
+    threading.Thread(target=work, name="chatterbox-mlx stream", daemon=True).start()
+    try:
+        while True:
+            requests.put(True)
+            item, error = results.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        requests.put(False)
 
 
 def _voice_kwargs(kwargs: dict) -> dict:
@@ -582,9 +644,10 @@ class ChatterboxVC:
             self.ref_dict = voices.load_voice(wav_fpath).conds.gen
             return
         with COMPUTE_LOCK:
-            self.ref_dict = prepare_gen_conditionals(
+            gen = prepare_gen_conditionals(
                 wav_fpath, self.s3gen.tokenizer, self.s3gen.speaker_encoder, sr=sr
             )
+            self.ref_dict = _evaluated(Conditionals(None, gen)).gen
 
     def generate(self, audio, target_voice_path=None, *, watermark: bool = True,
                  seed: int | None = None, sr: int | None = None) -> mx.array:  # fmt: skip
