@@ -149,7 +149,13 @@ def test_cli_signals_leave_no_output(tmp_path, sig, code, word):
     cmd = [sys.executable, "-m", "chatterbox_mlx.generate", "--model", nano(),
            "--text", "A long one. " * 40, "--max-new-tokens", "400", "--no-watermark",
            "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal does.
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     time.sleep(12)
     assert proc.poll() is None, "finished before the signal: make the text longer"

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from tests.helpers.sources import converted_dir
+from tests.helpers.sources import short_prompt as shorten
 
 PER_TOKEN = 960
 
@@ -28,11 +29,7 @@ PROMPT_TOKENS = 25  # the built-in voice's S3Gen prompt, shortened to keep tests
 
 
 def short_prompt(model):
-    gen = model.conds.gen
-    gen.prompt_token = gen.prompt_token[:, :PROMPT_TOKENS]
-    gen.prompt_token_len = mx.array([PROMPT_TOKENS], dtype=mx.int32)
-    gen.prompt_feat = gen.prompt_feat[:, : 2 * PROMPT_TOKENS]
-    return model
+    return shorten(model, PROMPT_TOKENS)
 
 
 @pytest.fixture(scope="module")

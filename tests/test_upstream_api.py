@@ -16,16 +16,7 @@ import pytest
 import soundfile as sf
 
 from tests.helpers.sources import converted_dir
-
-PROMPT_TOKENS = 25
-
-
-def shorten(model):
-    gen = model.conds.gen
-    gen.prompt_token = gen.prompt_token[:, :PROMPT_TOKENS]
-    gen.prompt_token_len = mx.array([PROMPT_TOKENS], dtype=mx.int32)
-    gen.prompt_feat = gen.prompt_feat[:, : 2 * PROMPT_TOKENS]
-    return model
+from tests.helpers.sources import short_prompt as shorten
 
 
 @pytest.mark.parametrize("name, expected", [("cpu", mx.cpu), ("CPU", mx.cpu),

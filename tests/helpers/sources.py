@@ -59,3 +59,14 @@ def converted_dir(variant: str, seed: int = 0) -> Path:
         shutil.rmtree(source, ignore_errors=True)
         convert(make_source(source, variant, seed), out)
     return out
+
+
+def short_prompt(model, tokens: int = 25):
+    """The model with its built-in voice's S3Gen prompt cut to ``tokens`` (quick tests)."""
+    import mlx.core as mx
+
+    gen = model.conds.gen
+    gen.prompt_token = gen.prompt_token[:, :tokens]
+    gen.prompt_token_len = mx.array([tokens], dtype=mx.int32)
+    gen.prompt_feat = gen.prompt_feat[:, : 2 * tokens]
+    return model
