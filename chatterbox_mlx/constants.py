@@ -12,3 +12,9 @@ SAMPLES_PER_FRAME = S3GEN_SR // (TOKENS_PER_SECOND * MEL_FRAMES_PER_TOKEN)  # 48
 SAMPLES_PER_TOKEN = S3GEN_SR // TOKENS_PER_SECOND  # 960
 SPEECH_VOCAB_SIZE = 6561  # 3**8 S3 speech ids; ids >= this are T3's special tokens
 S3GEN_SILENCE_TOKEN = 4299  # the token S3Gen pads with (upstream's S3GEN_SIL)
+# Streaming defaults (chosen with benchmarks/streaming.py; README "Streaming"): speech
+# tokens per chunk, a small first chunk for early audio and then larger ones (the last
+# size repeats), and how many of the voice prompt's last tokens condition each chunk's
+# flow (every chunk pays for the flow over them).
+STREAM_CHUNK_SCHEDULE = (10, 50, 100)
+STREAM_PROMPT_TOKENS = 100

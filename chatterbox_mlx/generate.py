@@ -34,7 +34,29 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
 
 
+def schedule_argument(text: str) -> tuple[int, ...]:
+    """``--chunk-tokens 10,50,100``: a streaming chunk schedule."""
+    from .params import parse_schedule
+
+    try:
+        return parse_schedule(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+
     p = argparse.ArgumentParser(
         prog="chatterbox-mlx",
         description="Chatterbox text-to-speech on Apple MLX. Reads text from --text, "
@@ -70,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "generated")  # fmt: skip
     out.add_argument("--stream", action="store_true", help="generate in chunks (first audio "
                      "sooner); implied by --play")  # fmt: skip
+    out.add_argument("--chunk-tokens", type=schedule_argument, metavar="N[,N...]",
+                     help="streaming: speech tokens per chunk, the last size repeating "
+                     f"(default {','.join(map(str, STREAM_CHUNK_SCHEDULE))}; 25 tokens are "
+                     "1 s)")  # fmt: skip
+    out.add_argument("--flow-prompt-tokens", type=count_argument, metavar="N", help="streaming: "
+                     "the voice prompt's last N tokens condition each chunk (default "
+                     f"{STREAM_PROMPT_TOKENS}; "
+                     "250: the whole 10 s prompt, slower)")  # fmt: skip
     out.add_argument("--no-watermark", action="store_true", help="do not apply the Perth "
                      "watermark")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="print timings (RTF, tokens/s, memory)")
@@ -144,6 +174,13 @@ def generation_kwargs(args) -> dict:
     return kwargs
 
 
+def _check_streaming(args) -> None:
+    for flag, value in (("--chunk-tokens", args.chunk_tokens),
+                        ("--flow-prompt-tokens", args.flow_prompt_tokens)):  # fmt: skip
+        if value is not None and not (args.stream or args.play):
+            raise CLIError(f"{flag} only applies to streaming: add --stream or --play")
+
+
 def _check_paths(args) -> str | None:
     """Everything about files that can be checked before loading a model; returns the
     output format (None when only playing)."""
@@ -200,6 +237,9 @@ def _chunks(model, args, text: str, progress):
     if args.voice is not None:
         kwargs["audio_prompt_path"] = str(args.voice)
     if args.stream or args.play:
+        for name in ("chunk_tokens", "flow_prompt_tokens"):
+            if getattr(args, name) is not None:
+                kwargs[name] = getattr(args, name)
         yield from model.generate_stream(text, watermark=watermark, progress=progress, **kwargs)
     else:
         yield from model.generate_pieces(text, watermark=watermark, progress=progress, **kwargs)
@@ -244,6 +284,7 @@ def run(args) -> int:
 
     text = read_text(args)
     fmt = _check_paths(args)
+    _check_streaming(args)
     _check_variant_early(args)
     if args.speed is not None:
         from .speed import check_speed

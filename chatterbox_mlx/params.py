@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # name -> (low, high, low inclusive, high inclusive, what the bound means)
 RANGES = {
@@ -27,7 +27,8 @@ RANGES = {
 INTEGERS = {"top_k": 0, "max_new_tokens": 1}  # name -> smallest allowed value
 BOOLEANS = ("norm_loudness",)
 KNOWN = (*RANGES, *INTEGERS, *BOOLEANS)
-CALL_INTEGERS = {"seed": 0, "chunk_tokens": 1}  # checked by check_value, not generation
+CALL_INTEGERS = {"seed": 0, "chunk_tokens": 1, "flow_prompt_tokens": 0}  # not generation
+MAX_SCHEDULE_LENGTH = 16
 
 
 class ParameterError(ValueError):
@@ -66,6 +67,31 @@ def check_value(name: str, value):
     if below or above:
         raise ParameterError(f"{name} must be {meaning}, got {value:g}")
     return value
+
+
+def check_schedule(schedule) -> tuple[int, ...]:
+    """A streaming chunk schedule: one size, or sizes in order (the last repeats)."""
+    sizes = (schedule,) if isinstance(schedule, numbers.Number) else schedule
+    if isinstance(sizes, str) or not isinstance(sizes, Sequence):
+        sizes = ()
+    if not 1 <= len(sizes) <= MAX_SCHEDULE_LENGTH:
+        raise ParameterError(
+            f"chunk_tokens must be an integer >= 1 or a list of 1 to {MAX_SCHEDULE_LENGTH} "
+            f"such integers (the last one repeats), got {schedule!r}"
+        )
+    return tuple(check_value("chunk_tokens", size) for size in sizes)
+
+
+def parse_schedule(text: str) -> tuple[int, ...]:
+    """A schedule from the command line: "25" or "10,50,100"."""
+    try:
+        return check_schedule([int(part) for part in text.split(",")])
+    except ValueError as err:
+        detail = err if isinstance(err, ParameterError) else f"got {text!r}"
+        raise ValueError(
+            f"expected speech tokens per chunk, one number or several such as 10,50,100 "
+            f"(the last one repeats): {detail}"
+        ) from None
 
 
 def resolve(variant, given: Mapping, *, max_new_tokens_limit: int | None = None) -> dict:

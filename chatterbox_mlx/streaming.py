@@ -11,9 +11,17 @@ and the previous excitation for them as ``cache_source`` (the sine phase carries
 Both renderings of the overlap are unreliable only near their own edge, so the audio
 switches from the old to the new rendering with a short raised-cosine cross-fade in the
 middle of the overlap.
+
+Cost: every flow call runs over the reference prompt as well as the chunk, so the prompt
+is paid once per chunk. ``prompt_tokens`` keeps only the reference prompt's last tokens
+for the stream, and a ``chunk schedule`` (a small first chunk for early audio, then
+larger ones: fewer calls) bounds the number of chunks. ``benchmarks/streaming.py``
+measures both against the mel departure from one-shot rendering.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -24,6 +32,14 @@ from .constants import MEL_FRAMES_PER_TOKEN as FRAMES_PER_TOKEN
 from .constants import SAMPLES_PER_FRAME
 from .models.hift import fade_in
 from .s3gen import FIX_WEIGHTS
+
+
+def chunk_sizes(schedule: int | Sequence[int]) -> Iterator[int]:
+    """The chunk sizes of a schedule, in order, the last repeating forever."""
+    sizes = (schedule,) if isinstance(schedule, int) else tuple(schedule)
+    yield from sizes
+    while True:
+        yield sizes[-1]
 
 
 def _crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -59,8 +75,11 @@ class StreamingVocoder:
         source_noise: mx.array | None = None,
         key: mx.array | None = None,
         hift_key: mx.array | None = None,
+        prompt_tokens: int | None = None,
     ):
-        """``cfm_noise`` ``[1, P + F, 80]`` (P prompt frames, then the generated frames in
+        """``prompt_tokens``: how many of the reference prompt's tokens (its last ones,
+        with their mel) condition each chunk's flow; all of them when None.
+        ``cfm_noise`` ``[1, P + F, 80]`` (P prompt frames, then the generated frames in
         order), ``phase`` ``[1, harmonics]`` and ``source_noise`` ``[1, 480 F, harmonics]``
         fix the random draws by absolute position, so that a stream can be compared with
         a one-shot rendering given the same draws; each is drawn per chunk when absent,
@@ -72,12 +91,16 @@ class StreamingVocoder:
         self.context_tokens = context_tokens
         self.lookahead = lookahead_tokens
         self.overlap = overlap_frames
-        prompt_tokens = np.asarray(gen.prompt_token).reshape(-1).astype(np.int32)
-        prompt_feat = np.asarray(gen.prompt_feat, np.float32).reshape(-1, 80)
+        tokens = np.asarray(gen.prompt_token).reshape(-1).astype(np.int32)
+        feat = np.asarray(gen.prompt_feat, np.float32).reshape(-1, 80)
         # Keep the prompt mel at exactly 2 frames per token so chunk lengths stay exact.
-        prompt_feat = prompt_feat[: FRAMES_PER_TOKEN * len(prompt_tokens)]
-        self.prompt_tokens = prompt_tokens[: len(prompt_feat) // FRAMES_PER_TOKEN]
-        self.prompt_feat = prompt_feat
+        feat = feat[: FRAMES_PER_TOKEN * len(tokens)]
+        tokens = tokens[: len(feat) // FRAMES_PER_TOKEN]
+        # Draws are indexed as if the whole prompt were there (as in one-shot rendering).
+        self.noise_offset = len(feat)
+        kept = len(tokens) if prompt_tokens is None else min(int(prompt_tokens), len(tokens))
+        self.prompt_tokens = tokens[len(tokens) - kept :]
+        self.prompt_feat = feat[len(feat) - FRAMES_PER_TOKEN * kept :]
         self.embedding = gen.embedding
         self.tokens: list[int] = []
         self.rendered = 0  # tokens whose mel is final
@@ -114,15 +137,15 @@ class StreamingVocoder:
         )
         noise = None
         if self.cfm_noise is not None:
-            n_prompt = len(self.prompt_feat)
-            end = n_prompt + FRAMES_PER_TOKEN * (
+            offset, n_prompt = self.noise_offset, len(self.prompt_feat)
+            end = offset + FRAMES_PER_TOKEN * (
                 len(self.tokens) - (0 if finalize else self.lookahead)
             )
             _check_covers("cfm_noise", self.cfm_noise, end, "prompt + 2 per speech token")
             noise = mx.concatenate(
                 [
-                    self.cfm_noise[:, :n_prompt],
-                    self.cfm_noise[:, n_prompt + FRAMES_PER_TOKEN * start : end],
+                    self.cfm_noise[:, offset - n_prompt : offset],
+                    self.cfm_noise[:, offset + FRAMES_PER_TOKEN * start : end],
                 ],
                 axis=1,
             )

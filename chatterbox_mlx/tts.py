@@ -24,7 +24,7 @@ import inspect
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,13 +36,19 @@ from . import text as text_mod
 from . import voices
 from .checks import check_finite
 from .conditionals import Conditionals, GenCond, prepare_conditionals, prepare_gen_conditionals
-from .constants import S3GEN_SR, SAMPLES_PER_TOKEN, SPEECH_VOCAB_SIZE
+from .constants import (
+    S3GEN_SR,
+    SAMPLES_PER_TOKEN,
+    SPEECH_VOCAB_SIZE,
+    STREAM_CHUNK_SCHEDULE,
+    STREAM_PROMPT_TOKENS,
+)
 from .devices import use_device
 from .models.t3 import T3Cond
 from .progress import NULL_PROGRESS, Progress
 from .s3gen import S3Gen
 from .speed import check_speed, time_stretch
-from .streaming import StreamingVocoder
+from .streaming import StreamingVocoder, chunk_sizes
 from .variants import Variant, get_variant
 
 MAX_CHUNK_CHARS = 300  # long text is split at sentence ends into chunks of at most this
@@ -457,45 +463,56 @@ class TTSPipeline:
         ]
         return [self._finish(np.concatenate(list(self._pieces(r))), r) for r in requests]
 
-    def generate_stream(self, text: str, audio_prompt_path=None, *, chunk_tokens: int = 25,
+    def generate_stream(self, text: str, audio_prompt_path=None, *,
+                        chunk_tokens: int | Sequence[int] = STREAM_CHUNK_SCHEDULE,
+                        flow_prompt_tokens: int | None = STREAM_PROMPT_TOKENS,
                         seed: int | None = None, watermark: bool = True,
                         progress: Progress | None = None, voice: Conditionals | None = None,
                         language_id=None, speed: float = 1.0,
                         **given) -> Iterator[mx.array]:  # fmt: skip
         """Yield waveform chunks ``[1, n]`` while T3 is still generating.
 
-        Every ``chunk_tokens`` new speech tokens go through the flow with the previous
-        tokens' mel as extra prompt (bounded context, so the total cost grows linearly)
-        and through HiFT with its source cache and a cross-fade (see ``streaming``).
+        ``chunk_tokens``: speech tokens per chunk, one size or a schedule whose last size
+        repeats (default ``STREAM_CHUNK_SCHEDULE``: a small first chunk for early audio,
+        then larger ones, since every chunk pays for the flow over the voice's prompt).
+        Each chunk goes through the flow with the previous tokens' mel as extra prompt
+        (bounded context, so the total cost grows linearly) and through HiFT with its
+        source cache and a cross-fade (see ``streaming``). ``flow_prompt_tokens``: how
+        many of the voice prompt's last tokens condition each chunk (None: all).
         Given the same seed, T3 speaks the same tokens as ``generate``. Watermarking,
         when on, is applied per chunk. Everything is checked before the first chunk."""
-        chunk_tokens = params_mod.check_value("chunk_tokens", chunk_tokens)
+        schedule = params_mod.check_schedule(chunk_tokens)
+        if flow_prompt_tokens is not None:
+            flow_prompt_tokens = params_mod.check_value("flow_prompt_tokens", flow_prompt_tokens)
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
                                 watermark, progress, speed)  # fmt: skip
-        return _on_own_thread(self._stream(request, int(chunk_tokens)))
+        return _on_own_thread(self._stream(request, schedule, flow_prompt_tokens))
 
-    def _stream(self, request: Request, chunk_tokens: int) -> Iterator[mx.array]:
+    def _stream(self, request: Request, schedule, flow_prompt_tokens) -> Iterator[mx.array]:
         if request.lead_in:
             yield self._finish(self._silence(request.lead_in), request)
         with request.progress.task("chunks", len(request.chunks)) as advance:
             for chunk in request.chunks:
-                yield from self._stream_chunk(request, chunk, chunk_tokens)
+                yield from self._stream_chunk(request, chunk, schedule, flow_prompt_tokens)
                 if chunk.pause_after:
                     yield self._finish(self._silence(chunk.pause_after), request)
                 advance(1)
 
-    def _stream_chunk(self, request: Request, chunk: Chunk, chunk_tokens: int):
+    def _stream_chunk(self, request: Request, chunk: Chunk, schedule, flow_prompt_tokens):
         t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
         vocoder = StreamingVocoder(self.s3gen, request.conds.gen, self.variant.flow_steps,
-                                   key=flow_key, hift_key=hift_key)  # fmt: skip
+                                   key=flow_key, hift_key=hift_key,
+                                   prompt_tokens=flow_prompt_tokens)  # fmt: skip
+        sizes = chunk_sizes(schedule)
         pending: list[int] = []
+        size = next(sizes)
         for step in self._speech_steps(request, chunk, t3_key):
             if step.token < SPEECH_VOCAB_SIZE:
                 pending.append(step.token)
-            if len(pending) >= chunk_tokens:
+            if len(pending) >= size:
                 if (wav := vocoder.push(pending)).size:
                     yield self._finish(wav, request)
-                pending = []
+                pending, size = [], next(sizes)
         if pending and (wav := vocoder.push(pending)).size:
             yield self._finish(wav, request)
         if not vocoder.tokens:

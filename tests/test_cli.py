@@ -102,6 +102,8 @@ def unsafe_original(source):
         (["--model", "english", "--text", "hi", "--exaggeration", "9"], None, "exaggeration"),
         (["--model", "turbo", "--text", "hi", "--speed", "3"], None, "speed"),
         (["--model", "multilingual", "--text", "hi"], None, "needs --language"),
+        (["--text", "hi", "--chunk-tokens", "10,50"], None, "add --stream or --play"),
+        (["--text", "hi", "--flow-prompt-tokens", "50"], None, "add --stream or --play"),
         ([], BAD_UTF8, "standard input is not valid UTF-8"),
         (["--file", "BADFILE"], None, "bad.txt is not valid UTF-8"),
         (["--file", "/nonexistent/story.txt"], None, "cannot read --file"),

@@ -234,7 +234,7 @@ def test_bad_parameter_refused_before_any_work(request, stop_at_t3, variant, ent
     assert_refused(model, entry, ParameterError, fragment, note=note, **kwargs)
 
 
-BAD_CHUNK_TOKENS = [0, -1, 2.5, "x"]
+BAD_CHUNK_TOKENS = [0, -1, 2.5, "x", "10,50", [], (10, 0), [10, 2.5], [1] * 17]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -245,6 +245,15 @@ def test_bad_chunk_tokens_refused_when_the_stream_is_created(request, stop_at_t3
     stop_at_t3(model)
     assert_refused(model, "generate_stream", ParameterError, "chunk_tokens must be an integer >= 1",
                    chunk_tokens=chunk_tokens, **LANGUAGE.get(variant, {}))  # fmt: skip
+
+
+@pytest.mark.parametrize("flow_prompt_tokens", [-1, 2.5, "all"], ids=repr)
+def test_bad_flow_prompt_tokens_refused_when_the_stream_is_created(turbo, stop_at_t3,
+                                                                   flow_prompt_tokens):  # fmt: skip
+    stop_at_t3(turbo)
+    assert_refused(turbo, "generate_stream", ParameterError,
+                   "flow_prompt_tokens must be an integer >= 0",
+                   flow_prompt_tokens=flow_prompt_tokens)  # fmt: skip
 
 
 GOOD = [  # in range for every variant, and used by every variant (no warning)

@@ -5,7 +5,9 @@ Random weights never emit the stop token, so every generation is capped with
 speech token at 24 kHz)."""
 
 from chatterbox_mlx import text as text_mod
-from chatterbox_mlx.streaming import StreamingVocoder
+from chatterbox_mlx.constants import STREAM_CHUNK_SCHEDULE
+from chatterbox_mlx.params import ParameterError, parse_schedule
+from chatterbox_mlx.streaming import StreamingVocoder, chunk_sizes
 from chatterbox_mlx.tts import (
     ChatterboxMultilingualTTS,
     ChatterboxTTS,
@@ -211,3 +213,69 @@ def test_streamed_mel_stays_close_to_one_shot(turbo):
     whole = np.asarray(s3gen.flow_inference(mx.array(tokens), gen, 2, noise=noise)[0])
     assert vocoder.mel.shape == whole.shape
     assert np.abs(vocoder.mel - whole).max() / np.abs(whole).max() < 0.2
+
+
+def test_chunk_schedule_sizes_and_parsing():
+    sizes = chunk_sizes((10, 50, 100))
+    assert [next(sizes) for _ in range(5)] == [10, 50, 100, 100, 100]
+    sizes = chunk_sizes(25)
+    assert [next(sizes) for _ in range(3)] == [25, 25, 25]
+    assert parse_schedule("10,50,100") == (10, 50, 100)
+    assert parse_schedule("25") == (25,)
+    for bad in ("", "10,,50", "10,0", "a"):
+        with pytest.raises(ValueError, match="expected speech tokens per chunk"):
+            parse_schedule(bad)
+
+
+def pushes_of(model, monkeypatch, **kwargs) -> list[int]:
+    """How many tokens each ``StreamingVocoder.push`` of one stream was given."""
+    sizes, original = [], StreamingVocoder.push
+
+    def push(self, tokens):
+        sizes.append(len(tokens))
+        return original(self, tokens)
+
+    monkeypatch.setattr(StreamingVocoder, "push", push)
+    for _ in model.generate_stream("Hello there.", seed=5, watermark=False, **kwargs):
+        pass
+    return sizes
+
+
+def test_stream_follows_its_chunk_schedule(turbo, monkeypatch):
+    """The schedule in order, the last size repeating, the remainder last (Turbo's
+    silence tokens then go to ``finish``)."""
+    sizes = pushes_of(turbo, monkeypatch, max_new_tokens=14, chunk_tokens=(2, 3, 4))
+    assert sizes == [2, 3, 4, 4, 1]
+
+
+def test_stream_default_schedule(turbo, monkeypatch):
+    first = STREAM_CHUNK_SCHEDULE[0]
+    assert pushes_of(turbo, monkeypatch, max_new_tokens=first + 2) == [first, 2]
+
+
+def test_flow_prompt_tokens_keeps_the_end_of_the_prompt(turbo):
+    """A stream conditioned on the prompt's last k tokens renders what one flow call with
+    that shortened prompt renders, given the draws at the same absolute positions (the
+    kept prompt frames' noise, then the generated frames'). Same computation: 1e-5."""
+    gen, s3gen = turbo.conds.gen, turbo.s3gen
+    n_prompt, kept = gen.prompt_token.shape[1], 10
+    tokens = np.random.default_rng(9).integers(0, 6561, 12).tolist()
+    noise = mx.random.normal((1, 2 * (n_prompt + len(tokens)), 80), key=mx.random.key(2))
+    vocoder = StreamingVocoder(s3gen, gen, 2, cfm_noise=noise, prompt_tokens=kept)
+    vocoder.finish(tokens)
+    shortened = {
+        "prompt_token": gen.prompt_token[:, n_prompt - kept :],
+        "prompt_token_len": mx.array([kept]),
+        "prompt_feat": gen.prompt_feat[:, 2 * (n_prompt - kept) :],
+        "embedding": gen.embedding,
+    }
+    whole = s3gen.flow_inference(mx.array(tokens), shortened, 2,
+                                 noise=noise[:, 2 * (n_prompt - kept) :])  # fmt: skip
+    whole = np.asarray(whole[0])
+    np.testing.assert_allclose(vocoder.mel, whole, atol=1e-5 * np.abs(whole).max())
+    full = StreamingVocoder(s3gen, gen, 2, cfm_noise=noise, prompt_tokens=None)
+    assert full.prompt_tokens.shape == (n_prompt,)
+    capped = StreamingVocoder(s3gen, gen, 2, cfm_noise=noise, prompt_tokens=10 * n_prompt)
+    np.testing.assert_array_equal(capped.prompt_feat, full.prompt_feat)
+    with pytest.raises(ParameterError, match="flow_prompt_tokens must be an integer >= 0"):
+        turbo.generate_stream("Hi.", flow_prompt_tokens=-3)

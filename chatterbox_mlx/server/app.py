@@ -31,6 +31,7 @@ from chatterbox_mlx import __version__
 from chatterbox_mlx import audio as audio_mod
 from chatterbox_mlx import speed as speed_mod
 from chatterbox_mlx import text as text_mod
+from chatterbox_mlx.constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -71,7 +72,8 @@ class Settings:
     max_chars: int = 4096
     max_queue: int = 8
     max_new_tokens: int = 1000
-    chunk_tokens: int = 25
+    chunk_tokens: int | tuple[int, ...] = STREAM_CHUNK_SCHEDULE
+    flow_prompt_tokens: int | None = STREAM_PROMPT_TOKENS
     max_upload_bytes: int = 20 << 20
     max_voice_seconds: float = 60.0
     watermark: bool = True

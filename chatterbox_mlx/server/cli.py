@@ -15,6 +15,10 @@ import os
 import socket
 import sys
 
+from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+from ..generate import count_argument as _count
+from ..generate import schedule_argument
+
 PROG = "chatterbox-mlx serve"
 API_KEY_ENV = "CHATTERBOX_MLX_API_KEY"
 
@@ -36,22 +40,11 @@ def _positive(kind):
     return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 # the limits: flag, type, default, what it limits
 LIMITS = (
     ("--max-queue", _count, 8, "requests that may wait per model while one generates (more: 429)"),
     ("--max-chars", _positive(int), 4096, "longest input in characters (OpenAI's: 4096)"),
     ("--max-new-tokens", _positive(int), 1000, "cap on speech tokens a request, 25 a second"),
-    ("--chunk-tokens", _positive(int), 25, "speech tokens a streamed chunk (25: 1 s of audio)"),
     ("--max-upload-mb", _positive(float), 20.0, "largest voice upload in MiB"),
     ("--max-voice-seconds", _positive(float), 60.0, "longest voice clip in seconds"),
 )
@@ -91,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, kind, default, meaning in LIMITS:
         p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default:g})")
+    schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
+    p.add_argument("--chunk-tokens", type=schedule_argument, default=STREAM_CHUNK_SCHEDULE,
+                   metavar="N[,N...]", help="speech tokens per streamed chunk, the last size "
+                   f"repeating (25: 1 s of audio; default {schedule})")  # fmt: skip
+    p.add_argument("--flow-prompt-tokens", type=_count, default=STREAM_PROMPT_TOKENS,
+                   metavar="N", help="streaming: the voice prompt's last N tokens condition "
+                   f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)")  # fmt: skip
     p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
@@ -109,6 +109,7 @@ def settings_from(args):
         max_queue=args.max_queue,
         max_new_tokens=args.max_new_tokens,
         chunk_tokens=args.chunk_tokens,
+        flow_prompt_tokens=args.flow_prompt_tokens,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
         max_voice_seconds=args.max_voice_seconds,
         watermark=not args.no_watermark,

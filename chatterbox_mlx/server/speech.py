@@ -298,6 +298,7 @@ def run_speech(job: Job, request: SpeechRequest, state) -> None:
         request.text,
         voice=voice,
         chunk_tokens=state.settings.chunk_tokens,
+        flow_prompt_tokens=state.settings.flow_prompt_tokens,
         seed=request.seed,
         watermark=state.settings.watermark,
         language_id=request.language,
