@@ -3,8 +3,9 @@
     python benchmarks/streaming.py --variant turbo --tokens 250 \
         --configs 25 10,25,50,100 10,25,50,100@100
 
-Each config is a chunk schedule (sizes in speech tokens, the last repeating), optionally
-``@N``: only the voice prompt's last N tokens condition each chunk's flow. For each one,
+Each config is a chunk schedule (sizes in speech tokens, the last repeating) and, after
+``@N``, how many of the voice prompt's last tokens condition each chunk's flow (all of them
+without it: the stream before chunk schedules). For each one,
 in one sitting with the one-shot runs interleaved (median of ``--runs``):
 
 - time to the first audio chunk and the whole stream, as fractions of the one-shot total
@@ -35,7 +36,7 @@ import chatterbox_mlx  # noqa: E402, F401, I001  (BLAS before mlx.core)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from chatterbox_mlx.params import check_schedule  # noqa: E402
+from chatterbox_mlx.params import parse_schedule  # noqa: E402
 from chatterbox_mlx.streaming import StreamingVocoder, chunk_sizes  # noqa: E402
 from chatterbox_mlx.tts import ChatterboxTTS, ChatterboxTurboTTS  # noqa: E402
 from benchmarks.common import make_voice  # noqa: E402
@@ -47,7 +48,7 @@ SR = 24000
 
 def parse_config(text: str) -> tuple[tuple[int, ...], int | None]:
     schedule, _, prompt = text.partition("@")
-    return check_schedule(schedule), int(prompt) if prompt else None
+    return parse_schedule(schedule), int(prompt) if prompt else None
 
 
 def one_shot(model, voice: Path, tokens: int) -> float:
