@@ -55,7 +55,8 @@ def run_ours(seconds: float, repeats: int) -> tuple[float, str]:
     return best_time(lambda: mx.eval(model(mel)[0]), repeats), kernels
 
 
-def run_reference(seconds: float, repeats: int) -> float:
+def reference_model(seconds: float):
+    """The reference's HiFTGenerator and a torch-layout mel of ``seconds``."""
     import torch
     from chatterbox.models.s3gen.f0_predictor import ConvRNNF0Predictor
     from chatterbox.models.s3gen.hifigan import HiFTGenerator
@@ -75,6 +76,11 @@ def run_reference(seconds: float, repeats: int) -> float:
         weights = {k[len("mel2wav.") :]: f.get_tensor(k) for k in names}
     model.load_state_dict(weights, strict=True)
     mel = torch.from_numpy(make_mel(seconds)).transpose(1, 2).contiguous()
+    return model, mel
+
+
+def run_reference(seconds: float, repeats: int) -> float:
+    model, mel = reference_model(seconds)
     return best_time(lambda: model.inference(speech_feat=mel), repeats)
 
 
