@@ -84,6 +84,11 @@ class StreamingVocoder:
         fix the random draws by absolute position, so that a stream can be compared with
         a one-shot rendering given the same draws; each is drawn per chunk when absent,
         from ``key`` (flow) and ``hift_key`` (HiFT) when given, else from ``mx.random``."""
+        if prompt_tokens is not None and (isinstance(prompt_tokens, bool) or prompt_tokens < 0):
+            raise ValueError(
+                f"prompt_tokens must be None (the whole prompt) or an integer >= 0, "
+                f"got {prompt_tokens!r}"
+            )
         self.s3gen = s3gen
         self.key, self.hift_key = key, hift_key
         self.cfm_noise, self.phase, self.source_noise = cfm_noise, phase, source_noise

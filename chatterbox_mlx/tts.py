@@ -290,7 +290,9 @@ class TTSPipeline:
         language_id = self._check_language(language_id)
         key = _call_key(seed)
         chunks, lead_in = self._plan(text, language_id, key)
-        conds = self._resolve_voice(audio_prompt_path, voice, params)
+        # computed here: a stream runs on a thread of its own, and the caller may have left
+        # the model's voice lazy (an edited ``model.conds``)
+        conds = _evaluated(self._resolve_voice(audio_prompt_path, voice, params))
         for chunk in chunks:
             limit = self.t3.max_new_tokens_for(conds.t3, chunk.tokens)
             if params["max_new_tokens"] > limit:

@@ -138,6 +138,19 @@ def test_turbo_stream_matches_length_and_arrives_early(turbo, monkeypatch):
     assert len(streamed) == whole.shape[1]  # same tokens -> same length, last chunk kept
 
 
+def test_stream_takes_a_voice_the_caller_left_lazy(turbo):
+    """An edited ``model.conds`` whose arrays are still lazy on the caller's thread: the
+    stream, computed on a thread of its own, must not need that thread's MLX stream."""
+    gen = turbo.conds.gen
+    saved = gen.prompt_feat
+    gen.prompt_feat = saved * 1.0  # lazy, made on this thread
+    try:
+        chunks = list(turbo.generate_stream("Hi.", max_new_tokens=4, seed=0, watermark=False))
+    finally:
+        gen.prompt_feat = saved
+    assert sum(chunk.shape[1] for chunk in chunks) == PER_TOKEN * (4 + 3)  # + Turbo's silence
+
+
 def test_voice_conversion_length(tmp_path):
     vc = ChatterboxVC.from_local(converted_dir("english"))
     rng = np.random.default_rng(0)
@@ -279,3 +292,5 @@ def test_flow_prompt_tokens_keeps_the_end_of_the_prompt(turbo):
     np.testing.assert_array_equal(capped.prompt_feat, full.prompt_feat)
     with pytest.raises(ParameterError, match="flow_prompt_tokens must be an integer >= 0"):
         turbo.generate_stream("Hi.", flow_prompt_tokens=-3)
+    with pytest.raises(ValueError, match="prompt_tokens must be None .* or an integer >= 0"):
+        StreamingVocoder(s3gen, gen, 2, prompt_tokens=-1)
