@@ -185,10 +185,27 @@ def test_channel_mismatch_is_named():
 # ------------------------------------------------------------------ Linear
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 48), (1, 48), (2, 1, 48), (1, 16, 48), (3, 40, 48)])
+@pytest.fixture
+def sgemv_calls(monkeypatch):
+    """Counts the calls of the loaded BLAS's ``sgemv`` (stays 0 where none is loaded)."""
+    calls = collections.Counter()
+    real_sgemv = blas.sgemv()
+    if real_sgemv is not None:
+
+        def counting_sgemv(*args):
+            calls["sgemv"] += 1
+            return real_sgemv(*args)
+
+        monkeypatch.setattr(blas, "sgemv", lambda: counting_sgemv)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 48), (1, 48), (2, 1, 48), (1, 4, 48), (1, 5, 48), (1, 16, 48), (3, 40, 48)]
+)
 @pytest.mark.parametrize("bias", [True, False])
-def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls):
-    """One row: BLAS sgemv (when a BLAS is loaded); up to 16 rows: W @ x^T; more: MLX."""
+def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls, sgemv_calls):
+    """Up to 4 rows: BLAS sgemv per row (when a BLAS is loaded); up to 16: W @ x^T; more: MLX."""
     ours, theirs = layers.Linear(48, 80, bias=bias), nn.Linear(48, 80, bias=bias)
     if bias:
         ours.bias = mx.arange(80, dtype=mx.float32) / 80
@@ -199,17 +216,28 @@ def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls):
     assert_close(y, theirs(x), RTOL, f"Linear {shape}")
     rows = x.size // 48
     assert kernel_calls["linear.linear"] == (rows <= cpu_linear.DECODE_ROWS)
-    assert kernel_calls["linear.matvec"] == (rows == 1)
+    by_gemv = blas.loaded_path is not None and rows <= cpu_linear.MATVEC_ROWS
+    assert sgemv_calls["sgemv"] == (rows if by_gemv else 0)  # 80 x 48 weights: one block
 
 
-def test_matvec_uses_blas_when_loaded():
-    weight = mx.array(np.random.default_rng(5).standard_normal((30, 20)).astype(np.float32))
-    x = mx.ones((1, 20))
-    y = cpu_linear.matvec(weight, x, None)
+@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_matvec_uses_blas_when_loaded(rows, with_bias, monkeypatch, sgemv_calls):
+    """Several rows read the weight in blocks: blocks of 7 of its 30 rows leave a remainder."""
+    monkeypatch.setattr(cpu_linear, "BLOCK_BYTES", 7 * 20 * 4)
+    rng = np.random.default_rng(5)
+    weight = mx.array(rng.standard_normal((30, 20)).astype(np.float32))
+    bias = mx.array(rng.standard_normal(30).astype(np.float32)) if with_bias else None
+    x = mx.array(rng.standard_normal((rows, 20)).astype(np.float32))
+    y = cpu_linear.matvec(weight, x, bias)
     if blas.loaded_path is None:
         assert y is None
     else:
-        assert_close(y[None], x @ weight.T, RTOL, "sgemv")
+        expected = x @ weight.T + (bias if with_bias else 0)
+        assert_close(y, expected, RTOL, f"sgemv, {rows} rows")
+        assert sgemv_calls["sgemv"] == (1 if rows == 1 else rows * 5)  # 30 = 4 x 7 + 2
+    x = mx.ones((1, 20))
+    assert cpu_linear.matvec(weight, mx.ones((5, 20)), None) is None  # sgemm's rows
     assert cpu_linear.matvec(weight.astype(mx.float16), x, None) is None  # float32 only
     assert cpu_linear.matvec(weight, x.astype(mx.float16), None) is None
     assert cpu_linear.matvec(weight.T, x[:, :30], None) is None  # a transposed view
