@@ -13,6 +13,8 @@ CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
   ``mx.fast.scaled_dot_product_attention``;
 - ``mish`` (float32): ``activations.mish``, numpy exp -> a compiled ``mx.exp`` formula;
 - ``snake`` (float32): ``activations.snake``, numpy sin -> a compiled ``mx.sin`` formula;
+- ``snake_conv1d`` (float32, HiFT's residual step): ``conv.snake_conv1d``, Snake and the
+  conv's taps fused over blocks of time steps -> ``snake`` then ``Conv1d``;
 - ``gelu``, ``GELU``: ``activations.gelu``, a compiled erf polynomial -> ``mlx.nn.gelu``;
 - ``fsmn_memory`` (float32): ``conv.fsmn_memory``, numpy a block of rows at a time ->
   shifted products in MLX;
@@ -124,13 +126,36 @@ def _snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
     return x + inverse_alpha * mx.square(mx.sin(x * alpha))
 
 
+def _inverse(alpha: mx.array) -> mx.array:
+    """Snake's 1 / alpha per channel; as the reference, 1e-9 is added to alpha."""
+    return 1.0 / (alpha + 1e-9)
+
+
 def snake(x: mx.array, alpha: mx.array) -> mx.array:
-    """Snake, x + sin^2(alpha x) / alpha, one ``alpha`` per channel (last axis). As the
-    reference, 1e-9 is added to alpha; the reciprocal is taken once per channel."""
-    inverse_alpha = 1.0 / (alpha + 1e-9)
+    """Snake, x + sin^2(alpha x) / alpha, one ``alpha`` per channel (last axis)."""
+    inverse_alpha = _inverse(alpha)
     if _numpy_path(x, alpha):
         return _activations.snake(x, alpha, inverse_alpha)
     return _snake(x, alpha, inverse_alpha)
+
+
+def snake_conv1d(
+    x: mx.array, alpha: mx.array, conv: nn.Conv1d, residual: mx.array | None = None
+) -> mx.array:
+    """``residual + conv(snake(x, alpha))`` for a stride-1 ``Conv1d`` without groups (HiFT's
+    residual blocks). On the CPU one fused pass over blocks of time steps
+    (``conv.snake_conv1d``); elsewhere ``snake`` and ``Conv1d`` as they are."""
+    weight, bias = conv.weight, conv.get("bias")
+    if conv.stride != 1 or conv.groups != 1:
+        raise ValueError("snake_conv1d: only stride 1 without groups")
+    if _numpy_path(x, alpha, weight) and x.shape[-1] == weight.shape[-1]:
+        y = _conv.snake_conv1d(
+            x, alpha, _inverse(alpha), weight, bias, conv.padding, conv.dilation, residual
+        )
+        if y is not None:
+            return y
+    y = conv(snake(x, alpha))
+    return y if residual is None else residual + y
 
 
 def gelu(x: mx.array) -> mx.array:

@@ -294,6 +294,57 @@ def test_numpy_mish_and_snake_match_their_compiled_kernels(cpu_paths, kernel_cal
     assert kernel_calls["activations.mish"] == kernel_calls["activations.snake"] == 1
 
 
+@pytest.mark.parametrize(
+    ("batch", "steps", "kernel", "dilation", "block_bytes"),
+    [
+        (1, 40, 3, 1, 1 << 20),  # one block
+        (2, 37, 11, 5, 48 * 16 * 4),  # blocks of 48 - 50 < 1 row: one row at a time
+        (1, 130, 7, 3, 40 * 16 * 4),  # 22-row blocks and a shorter last one
+        (1, 6, 11, 5, 1 << 20),  # padding (25) far longer than the input
+    ],
+)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("weight_view", [True, False])
+def test_fused_snake_conv_matches_snake_then_conv(
+    batch, steps, kernel, dilation, block_bytes, with_bias, with_residual, weight_view,
+    cpu_paths, kernel_calls, monkeypatch
+):  # fmt: skip
+    """HiFT's residual step, residual + conv(snake(x)), in blocks of time steps with the
+    padding and the halo written by hand, against Snake then Conv1d as the GPU runs them."""
+    monkeypatch.setattr(cpu_conv, "SNAKE_CONV_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(7)
+    conv = layers.Conv1d(16, 12, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2,
+                         bias=with_bias)  # fmt: skip
+    if with_bias:
+        conv.bias = mx.array(rng.standard_normal(12).astype(np.float32))
+    if weight_view:  # a torch-layout [O, C, K] weight transposed, as a load could leave it
+        conv.weight = mx.array(rng.standard_normal((12, 16, kernel)).astype(np.float32))
+        conv.weight = conv.weight.transpose(0, 2, 1)
+    alpha = mx.array(rng.uniform(0.05, 3.0, 16).astype(np.float32))
+    x = mx.array(rng.standard_normal((batch, steps, 16)).astype(np.float32))
+    residual = mx.array(rng.standard_normal((batch, steps, 12)).astype(np.float32))
+    residual = residual if with_residual else None
+    with cpu.switch(False):
+        expected = conv(layers.snake(x, alpha)) + (residual if with_residual else 0)
+    y = layers.snake_conv1d(x, alpha, conv, residual)
+    assert_close(y, expected, RTOL, "snake_conv1d")
+    assert kernel_calls["conv.snake_conv1d"] == 1
+    assert kernel_calls["conv.conv1d"] == kernel_calls["activations.snake"] == 0
+
+
+def test_fused_snake_conv_falls_back_without_a_blas(cpu_paths, monkeypatch, kernel_calls):
+    monkeypatch.setattr(blas, "sgemm", lambda: None)
+    conv = layers.Conv1d(8, 8, 3, padding=1)
+    x, alpha = mx.ones((1, 10, 8)), mx.full((8,), 0.5)
+    with cpu.switch(False):
+        expected = conv(layers.snake(x, alpha))
+    assert_close(layers.snake_conv1d(x, alpha, conv), expected, RTOL, "fallback")
+    assert kernel_calls["conv.conv1d"] == 1  # the unfused CPU path ran
+    with pytest.raises(ValueError, match="stride 1"):
+        layers.snake_conv1d(x, alpha, layers.Conv1d(8, 8, 3, stride=2))
+
+
 def test_erf_polynomial_gelu_matches_mlx_gelu(cpu_paths, kernel_calls):
     x = mx.concatenate([_activation_input().reshape(-1), mx.linspace(-6, 6, 1201)])
     with cpu.switch(False):
@@ -334,6 +385,8 @@ def _every_dispatcher() -> list[mx.array]:
     q, k, v = randn(1, 2, 5, 4), randn(1, 2, 5, 4), randn(1, 2, 5, 4)
     linear = layers.Linear(4, 3)
     linear.update({"weight": randn(3, 4), "bias": randn(3)})
+    conv = layers.Conv1d(4, 4, 3, padding=1)
+    conv.update({"weight": randn(4, 3, 4), "bias": randn(4)})
     return [
         layers.attention(q, k, v, 0.5, randn(1, 2, 5, 5)),
         layers.mish(x),
@@ -342,13 +395,15 @@ def _every_dispatcher() -> list[mx.array]:
         layers.GELU()(x),
         layers.fsmn_memory(x, randn(4, 5), 2, 2),
         linear(x[:, :1]),  # one row: sgemv
-        linear(x[:, :3]),  # a few rows: weight-first
+        linear(x[:, :3]),  # a few rows: sgemv per row
+        linear(x[:, :6]),  # more rows: weight-first
         linear(randn(1, 20, 4)),  # MLX
         layers.conv1d(x, w, padding=1),  # per tap
         layers.conv1d(x, w, stride=2, dilation=2),  # im2col
         layers.conv1d(x, w[:, :1]),  # kernel 1: a matmul
         layers.conv_transpose1d(x, w, stride=2),
         layers.conv2d(randn(1, 6, 8, 2), randn(3, 3, 3, 2), (1, 2), (1, 1)),
+        layers.snake_conv1d(x, mx.ones((4,)), conv, x),
     ]
 
 

@@ -7,12 +7,12 @@ the CPU; the networks never call them directly. ``chatterbox_mlx.layers`` dispat
 them when the default device is the CPU and the switch is on, and to the MLX formulation
 (the one Apple GPUs run) otherwise:
 
-- ``blas``: loads OpenBLAS before ``mlx.core`` (``CHATTERBOX_MLX_BLAS``), ``sgemv`` of that
-  library, and numpy's bundled OpenBLAS held to one thread;
+- ``blas``: loads OpenBLAS before ``mlx.core`` (``CHATTERBOX_MLX_BLAS``), ``sgemv`` and
+  ``sgemm`` of that library, and numpy's bundled OpenBLAS held to one thread;
 - ``attention``: softmax attention in numpy, (batch, head) pairs spread over the cores;
 - ``activations``: Mish and Snake in numpy, exact GELU by an erf polynomial;
-- ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), the
-  S3Tokenizer's FSMN memory in numpy;
+- ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), Snake
+  fused with the conv after it (HiFT), the S3Tokenizer's FSMN memory in numpy;
 - ``linear``: decode-sized ``Linear`` (``sgemv`` on MLX's buffers, weight-first products).
 
 ``CHATTERBOX_MLX_CPU_KERNELS=off`` (read once, when this package is imported) turns every

@@ -28,12 +28,18 @@ def mish(x: mx.array) -> mx.array:
 def snake(x: mx.array, alpha: mx.array, inverse_alpha: mx.array) -> mx.array:
     """x + sin^2(alpha x) * inverse_alpha of float32 ``x [..., C]``, per-channel ``alpha``."""
     xn = numpy_buffer(x)
-    y = xn * numpy_buffer(alpha)
-    np.sin(y, out=y)
-    np.square(y, out=y)
-    y *= numpy_buffer(inverse_alpha)
-    y += xn
+    y = np.empty(xn.shape, np.float32)
+    snake_into(xn, numpy_buffer(alpha), numpy_buffer(inverse_alpha), y)
     return mx.array(y)
+
+
+def snake_into(x: np.ndarray, alpha: np.ndarray, inverse_alpha: np.ndarray, out: np.ndarray):
+    """``out = x + sin^2(alpha x) * inverse_alpha`` in numpy, ``out`` the shape of ``x``."""
+    np.multiply(x, alpha, out=out)
+    np.sin(out, out=out)
+    np.square(out, out=out)
+    out *= inverse_alpha
+    out += x
 
 
 # erf(x) = x P(x^2) / Q(x^2) on [-4, 4] (float32-accurate rational fit, as in Eigen's

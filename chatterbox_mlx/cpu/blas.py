@@ -110,25 +110,39 @@ def load() -> str | None:
     return path
 
 
-_sgemv = None
+_c_int, _c_float, _ptr = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+_SIGNATURES = {
+    # order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy
+    "cblas_sgemv": [_c_int] * 4 + [_c_float, _ptr, _c_int, _ptr, _c_int, _c_float, _ptr, _c_int],
+    # order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
+    "cblas_sgemm": [_c_int] * 6 + [_c_float, _ptr, _c_int, _ptr, _c_int, _c_float, _ptr, _c_int],
+}
+_functions: dict[str, object] = {}
 
 
-def sgemv():
-    """``cblas_sgemv`` of the loaded BLAS (ctypes, GIL released), or None when none was
-    loaded or it lacks the symbol."""
-    global _sgemv
-    if _sgemv is None and loaded_path is not None:
+def _function(name: str):
+    """``name`` of the loaded BLAS (ctypes, GIL released), or None when none was loaded
+    or it lacks the symbol."""
+    if name not in _functions and loaded_path is not None:
         try:
-            fn = ctypes.CDLL(loaded_path).cblas_sgemv
+            fn = getattr(ctypes.CDLL(loaded_path), name)
         except (OSError, AttributeError):
             fn = False
         else:
-            c_int, c_float, ptr = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-            fn.argtypes = [c_int, c_int, c_int, c_int, c_float, ptr, c_int, ptr, c_int,
-                           c_float, ptr, c_int]  # fmt: skip
+            fn.argtypes = _SIGNATURES[name]
             fn.restype = None
-        _sgemv = fn
-    return _sgemv or None
+        _functions[name] = fn
+    return _functions.get(name) or None
+
+
+def sgemv():
+    """``cblas_sgemv`` of the loaded BLAS, or None (see ``_function``)."""
+    return _function("cblas_sgemv")
+
+
+def sgemm():
+    """``cblas_sgemm`` of the loaded BLAS, or None (see ``_function``)."""
+    return _function("cblas_sgemm")
 
 
 _numpy_threads = None

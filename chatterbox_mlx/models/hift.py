@@ -20,7 +20,7 @@ import mlx.nn as nn
 from .. import audio
 from ..config_utils import from_dict
 from ..constants import S3GEN_SR
-from ..layers import Conv1d, ConvTranspose1d, snake
+from ..layers import Conv1d, ConvTranspose1d, snake, snake_conv1d
 from ..weights import (
     CheckpointError,
     conv1d_weight,
@@ -123,7 +123,7 @@ class ResBlock(nn.Module):
         for conv1, conv2, act1, act2 in zip(
             self.convs1, self.convs2, self.activations1, self.activations2, strict=True
         ):
-            x = x + conv2(act2(conv1(act1(x))))
+            x = snake_conv1d(snake_conv1d(x, act1.alpha, conv1), act2.alpha, conv2, residual=x)
         return x
 
 
@@ -351,14 +351,16 @@ def fade_in(wav: mx.array, sample_rate: int = S3GEN_SR) -> mx.array:
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     """Real ``mel2wav.*`` tensors (prefix stripped) -> ``HiFTGenerator`` parameters.
 
-    Folds weight norm and converts torch conv layouts to channels-last."""
+    Folds weight norm and converts torch conv layouts to channels-last, written out
+    row-major (the folded weight is a new array anyway; the CPU's BLAS paths read the
+    taps in place)."""
     out = {}
     for key, value in fold_weight_norms(weights).items():
         if key.endswith(".weight") and value.ndim == 3:
             if key.startswith("ups."):
                 value = conv_transpose1d_weight(value)
             else:
-                value = conv1d_weight(value)
+                value = mx.contiguous(conv1d_weight(value))
         out[key] = value
     return out
 
