@@ -11,6 +11,10 @@ CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
 
 - ``attention`` (float32): ``attention``, numpy with the heads spread over the cores ->
   ``mx.fast.scaled_dot_product_attention``;
+- ``elu`` (float32): ``activations.elu``, numpy expm1 -> ``mx.expm1``;
+- ``sin`` (float32): ``activations.sin``, numpy sin -> ``mx.sin``;
+- ``cycle_phase`` (float32): ``activations.cycle_phase``, a float64 numpy cumsum ->
+  ``mx.cumsum`` in float64 on the CPU stream;
 - ``mish`` (float32): ``activations.mish``, numpy exp -> a compiled ``mx.exp`` formula;
 - ``snake`` (float32): ``activations.snake``, numpy sin -> a compiled ``mx.sin`` formula;
 - ``snake_conv1d`` (float32, HiFT's residual step): ``conv.snake_conv1d``, Snake and the
@@ -112,6 +116,33 @@ def _mish(x: mx.array) -> mx.array:
     e = mx.exp(mx.minimum(x, 20.0))
     n = e * (e + 2.0)
     return x * n / (n + 2.0)
+
+
+def elu(x: mx.array) -> mx.array:
+    """torch's ELU (alpha 1), with expm1 as torch computes it. On the CPU in numpy (MLX's
+    ``expm1`` is scalar code there: 1.5 ms for HiFT's 200 x 512 F0 features)."""
+    if _numpy_path(x):
+        return _activations.elu(x)
+    return mx.where(x > 0, x, mx.expm1(x))
+
+
+def sin(x: mx.array) -> mx.array:
+    """``mx.sin``; on the CPU numpy's (MLX's is scalar code there: 10 ms for HiFT's sine
+    source over 4 s of audio, numpy's 0.6 ms)."""
+    if _numpy_path(x):
+        return _activations.sin(x)
+    return mx.sin(x)
+
+
+def cycle_phase(increments: mx.array) -> mx.array:
+    """Fraction of a cycle reached, ``cumsum(increments, axis=1) % 1``, as torch's CPU
+    computes it for float32: summed in float64, rounded to float32, then the fraction.
+    (A float32 sum drifts by about 1e-3 cycles after a few seconds.) GPUs have no float64:
+    the MLX formulation runs on the CPU stream."""
+    if _numpy_path(increments):
+        return _activations.cycle_phase(increments)
+    total = mx.cumsum(increments.astype(mx.float64, stream=mx.cpu), axis=1, stream=mx.cpu)
+    return total.astype(mx.float32, stream=mx.cpu) % 1
 
 
 def mish(x: mx.array) -> mx.array:

@@ -122,8 +122,14 @@ def test_cpu_conv1d_matches_mx_conv1d_at_hift_size(cpu_paths, kernel_calls):
         (1, 4, 2, 1, 0),
     ],
 )
+@pytest.mark.parametrize("blas_loaded", [True, False])
 def test_cpu_conv_transpose1d_matches_mx(steps, kernel, stride, padding, output_padding,
-                                         cpu_paths):  # fmt: skip
+                                         blas_loaded, cpu_paths, monkeypatch):  # fmt: skip
+    """With a BLAS, sgemm accumulating into shifted rows; without, MLX's overlap-add."""
+    if not blas_loaded:
+        monkeypatch.setattr(blas, "sgemm", lambda: None)
+    elif blas.sgemm() is None:
+        pytest.skip("no BLAS with cblas_sgemm loaded")
     x, w = _inputs(2, steps, 5, 4, kernel, seed=1)
     expected = mx.conv_transpose1d(x, w, stride, padding, 1, output_padding)
     actual = layers.conv_transpose1d(x, w, stride, padding, 1, output_padding)
@@ -282,6 +288,33 @@ def _activation_input():
     return mx.concatenate([x, mx.full((2, 1, 16), 30.0)], axis=1)  # past mish's clamp at 20
 
 
+def test_numpy_elu_matches_mlx_expm1(cpu_paths, kernel_calls):
+    x = mx.concatenate([_activation_input().reshape(-1), mx.array([-100.0, 0.0, 1e-8, 100.0])])
+    with cpu.switch(False):
+        expected = layers.elu(x)
+    assert_close(layers.elu(x), expected, RTOL, "elu")
+    assert kernel_calls["activations.elu"] == 1
+
+
+def test_numpy_sin_and_cycle_phase_match_mlx(cpu_paths, kernel_calls):
+    """The phase over 10 s of a 250 Hz tone's 9th harmonic: sums past 2^16 cycles, where
+    the float32 rounding before the fraction matters."""
+    x = _activation_input()
+    with cpu.switch(False):
+        expected = layers.sin(x)
+    assert_close(layers.sin(x), expected, RTOL, "sin")
+    rng = np.random.default_rng(8)
+    increments = rng.uniform(0.0, 9 * 250 / 24000, (2, 240000, 3)).astype(np.float32)
+    increments[0, :5] = np.array([0.0, 0.5, 0.5, 1.0, 0.25])[:, None]  # whole cycles: fraction 0
+    increments = mx.array(increments)
+    with cpu.switch(False):
+        expected = layers.cycle_phase(increments)
+    actual = layers.cycle_phase(increments)
+    assert actual.dtype == mx.float32
+    assert_close(actual, expected, 0.0, "cycle_phase")  # the same float64 sum: exact
+    assert kernel_calls["activations.sin"] == kernel_calls["activations.cycle_phase"] == 1
+
+
 def test_numpy_mish_and_snake_match_their_compiled_kernels(cpu_paths, kernel_calls):
     x = _activation_input()
     with cpu.switch(False):
@@ -390,6 +423,9 @@ def _every_dispatcher() -> list[mx.array]:
     return [
         layers.attention(q, k, v, 0.5, randn(1, 2, 5, 5)),
         layers.mish(x),
+        layers.elu(x),
+        layers.sin(x),
+        layers.cycle_phase(x),
         layers.snake(x, mx.ones((4,))),
         layers.gelu(x),
         layers.GELU()(x),

@@ -10,7 +10,9 @@ compute the same results, to float32 rounding:
   ``mx.conv1d`` or im2col); otherwise im2col (one strided copy of the taps) then
   ``[T, K*C] @ [K*C, O]``, cheaper than K products when the input is small.
 - ``conv_transpose1d``: ``[T, C] @ [C, K*O]`` gives every tap's contribution, which is
-  then overlap-added at stride ``stride``.
+  then overlap-added at stride ``stride``; with a BLAS loaded, each block of ``stride``
+  taps is one ``sgemm`` accumulating into its shifted rows of the output, so nothing is
+  overlap-added (HiFT's ``ups.2``: 20 -> 8 ms).
 - ``conv2d`` (CAMPPlus's head): the taps along the inner axis are gathered once, each tap
   along the outer axis is then a contiguous slice, so the conv is k matmuls, no k^2 im2col.
 - ``snake_conv1d`` (HiFT's residual blocks, Snake then a stride-1 conv): the two fused
@@ -109,6 +111,9 @@ def conv_transpose1d(
     w = weight.transpose(2, 1, 0)  # [C, K, O]
     if blocks * stride != kernel:
         w = mx.pad(w, [(0, 0), (0, blocks * stride - kernel), (0, 0)])
+    length = (steps - 1) * stride - 2 * padding + kernel + output_padding
+    if (y := _conv_transpose_in_place(x, w, blocks, padding, length)) is not None:
+        return y
     z = x.reshape(batch * steps, channels) @ w.reshape(channels, blocks * stride * out_channels)
     z = z.reshape(batch, steps, blocks, stride * out_channels)
     full = None
@@ -116,10 +121,36 @@ def conv_transpose1d(
         part = mx.pad(z[:, :, r], [(0, 0), (r, blocks - 1 - r), (0, 0)])
         full = part if full is None else full + part
     full = full.reshape(batch, (steps + blocks - 1) * stride, out_channels)
-    length = (steps - 1) * stride - 2 * padding + kernel + output_padding
     if padding + length > full.shape[1]:
         full = mx.pad(full, [(0, 0), (0, padding + length - full.shape[1]), (0, 0)])
     return full[:, padding : padding + length]
+
+
+def _conv_transpose_in_place(
+    x: mx.array, taps: mx.array, blocks: int, padding: int, length: int
+) -> mx.array | None:
+    """The overlap-add of ``conv_transpose1d`` done by BLAS: with the output seen as rows
+    of ``stride`` steps, block r of the padded taps adds ``x @ taps_r`` to rows r.., one
+    ``sgemm`` accumulating in place per block; None where no BLAS is loaded or not
+    float32."""
+    gemm = blas.sgemm()
+    if gemm is None or x.dtype != mx.float32 or taps.dtype != mx.float32:
+        return None
+    values = np.ascontiguousarray(numpy_buffer(x))
+    w = np.ascontiguousarray(numpy_buffer(taps))  # [C, blocks * stride, O]
+    batch, steps, channels = values.shape
+    row = w.shape[1] // blocks * w.shape[2]  # stride * O values per output row
+    full = np.zeros((batch, steps + blocks - 1, row), np.float32)
+    row_major, no_trans = 101, 111
+    for b in range(batch):
+        for r in range(blocks):
+            gemm(row_major, no_trans, no_trans, steps, row, channels, 1.0,
+                 values[b].ctypes.data, channels, w.ctypes.data + 4 * r * row, blocks * row,
+                 1.0, full[b, r:].ctypes.data, row)  # fmt: skip
+    full = full.reshape(batch, -1, w.shape[2])
+    if padding + length > full.shape[1]:
+        full = np.pad(full, [(0, 0), (0, padding + length - full.shape[1]), (0, 0)])
+    return mx.array(full[:, padding : padding + length])
 
 
 def conv2d(x: mx.array, weight: mx.array, inner_stride: int, padding: tuple[int, int]):
@@ -187,20 +218,24 @@ def snake_conv1d(
     out_dims, kernel, _ = taps.shape
     halo = dilation * (kernel - 1)
     length = steps + 2 * padding - halo
+    shift = np.zeros(out_dims, np.float32) if bias is None else numpy_buffer(bias)
+    skip = None if residual is None else numpy_buffer(residual)
     out = np.empty((batch, length, out_dims), np.float32)
-    out[:] = 0.0 if bias is None else numpy_buffer(bias)
-    if residual is not None:
-        out += numpy_buffer(residual)
     rows = max(1, SNAKE_CONV_BLOCK_BYTES // (4 * channels) - halo)
     buffer = np.empty((rows + halo, channels), np.float32)
     row_major, no_trans, trans = 101, 111, 112
     for b in range(batch):
         for first in range(0, length, rows):
             count = min(rows, length - first)
+            target = out[b, first : first + count]  # starts as residual + bias, in cache
+            if skip is None:
+                target[:] = shift
+            else:
+                np.add(skip[b, first : first + count], shift, out=target)
             block = buffer[: count + halo]
-            lo = first - padding  # the input step of the block's first row
-            start, stop = min(max(lo, 0), lo + len(block)), max(min(lo + len(block), steps), 0)
-            stop = max(stop, start)
+            lo, hi = first - padding, first - padding + count + halo  # its input steps
+            start = min(max(lo, 0), hi)
+            stop = max(min(hi, steps), start)
             block[: start - lo] = 0.0
             block[stop - lo :] = 0.0
             snake_into(values[b, start:stop], scale, inverse, block[start - lo : stop - lo])
@@ -208,5 +243,5 @@ def snake_conv1d(
                 gemm(row_major, no_trans, trans, count, out_dims, channels, 1.0,
                      block.ctypes.data + 4 * k * dilation * channels, channels,
                      taps.ctypes.data + 4 * k * channels, kernel * channels, 1.0,
-                     out[b, first:].ctypes.data, out_dims)  # fmt: skip
+                     target.ctypes.data, out_dims)  # fmt: skip
     return mx.array(out)

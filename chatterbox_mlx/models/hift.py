@@ -20,7 +20,7 @@ import mlx.nn as nn
 from .. import audio
 from ..config_utils import from_dict
 from ..constants import S3GEN_SR
-from ..layers import Conv1d, ConvTranspose1d, snake, snake_conv1d
+from ..layers import Conv1d, ConvTranspose1d, cycle_phase, elu, sin, snake, snake_conv1d
 from ..weights import (
     CheckpointError,
     conv1d_weight,
@@ -89,7 +89,7 @@ class ELU(nn.Module):
     """torch's ELU (alpha 1), computed with expm1 as torch does."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        return mx.where(x > 0, x, mx.expm1(x))
+        return elu(x)
 
 
 class Snake(nn.Module):
@@ -178,13 +178,9 @@ class SourceModuleHnNSF(nn.Module):
         _check_shape("noise", noise, shape)
 
         order = mx.arange(1, self.harmonics + 1, dtype=mx.float32)
-        cycles = f0[..., None] * order / self.sampling_rate
-        # The reference's CPU cumsum accumulates in float64; float32 would drift by
-        # ~1e-3 rad after a few seconds. GPUs have no float64: this runs on the CPU.
-        cycles = mx.cumsum(cycles.astype(mx.float64, stream=mx.cpu), axis=1, stream=mx.cpu)
-        theta = 2 * math.pi * (cycles.astype(mx.float32, stream=mx.cpu) % 1)
+        theta = 2 * math.pi * cycle_phase(f0[..., None] * order / self.sampling_rate)
         phase = mx.concatenate([mx.zeros((batch, 1)), phase[:, 1:]], axis=1)
-        sines = self.sine_amp * mx.sin(theta + phase[:, None, :])
+        sines = self.sine_amp * sin(theta + phase[:, None, :])
 
         uv = (f0 > self.voiced_threshold).astype(mx.float32)[..., None]
         noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
