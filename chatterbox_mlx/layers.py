@@ -27,7 +27,9 @@ CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
 - ``conv1d``, ``Conv1d``: ``conv.conv1d``, per tap / im2col / matmul -> ``mx.conv1d``;
 - ``conv_transpose1d``, ``ConvTranspose1d``: ``conv.conv_transpose1d``, matmul +
   overlap-add -> ``mx.conv_transpose1d``;
-- ``conv2d``: ``conv.conv2d``, gathered taps + matmuls -> ``mx.conv2d``.
+- ``conv2d``: ``conv.conv2d``, gathered taps + matmuls -> ``mx.conv2d``;
+- ``lstm_recurrence`` (float32): ``lstm.lstm_recurrence``, numpy a step at a time -> the
+  same steps as an MLX graph.
 
 The convolutions' BLAS formulations were measured on the CPU only; no measurement shows
 them helping on a GPU, so the GPU runs MLX's own convolutions.
@@ -48,6 +50,7 @@ from .cpu import activations as _activations
 from .cpu import attention as _attention
 from .cpu import conv as _conv
 from .cpu import linear as _linear
+from .cpu import lstm as _lstm
 
 
 def default_device_is_cpu() -> bool:
@@ -218,6 +221,26 @@ def fsmn_memory(x: mx.array, weight: mx.array, left: int, right: int) -> mx.arra
     if _numpy_path(x, weight):
         return _conv.fsmn_memory(x, weight, left, right)
     return _fsmn_memory(x, weight, left, right)
+
+
+def lstm_recurrence(x_gates: mx.array, weight_hh: mx.array) -> mx.array:
+    """Hidden states ``[B, T, H]`` of one LSTM layer (torch's gate order i, f, g, o, zero
+    initial state) from its input gates ``x_gates [B, T, 4H]`` (the input projection and
+    both biases added) and ``weight_hh [4H, H]``. On the CPU in numpy, a step at a time
+    (``lstm.lstm_recurrence``); elsewhere the same steps as an MLX graph."""
+    if _numpy_path(x_gates, weight_hh):
+        return _lstm.lstm_recurrence(x_gates, weight_hh)
+    batch, steps, width = x_gates.shape
+    w_hh_t = weight_hh.T
+    h = mx.zeros((batch, width // 4), dtype=x_gates.dtype)
+    c = mx.zeros_like(h)
+    outputs = []
+    for t in range(steps):
+        i, f, g, o = mx.split(x_gates[:, t] + h @ w_hh_t, 4, axis=-1)
+        c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
+        h = mx.sigmoid(o) * mx.tanh(c)
+        outputs.append(h)
+    return mx.stack(outputs, axis=1)
 
 
 class Linear(nn.Linear):

@@ -252,6 +252,25 @@ def test_matvec_uses_blas_when_loaded(rows, with_bias, monkeypatch, sgemv_calls)
 # ------------------------------------------------------------------ numpy paths
 
 
+@pytest.mark.parametrize("blas_loaded", [True, False])
+def test_numpy_lstm_recurrence_matches_the_mlx_steps(blas_loaded, cpu_paths, monkeypatch,
+                                                     kernel_calls):  # fmt: skip
+    """Large gates too, where exp(-x) overflows and the sigmoid must come out 0 or 1."""
+    if not blas_loaded:
+        monkeypatch.setattr(blas, "sgemm", lambda: None)
+    rng = np.random.default_rng(9)
+    x_gates = rng.standard_normal((3, 25, 4 * 8)).astype(np.float32)
+    x_gates[0, 3] *= 100.0
+    x_gates, weight_hh = (
+        mx.array(x_gates),
+        mx.array(rng.standard_normal((32, 8)).astype(np.float32)),
+    )
+    with cpu.switch(False):
+        expected = layers.lstm_recurrence(x_gates, weight_hh)
+    assert_close(layers.lstm_recurrence(x_gates, weight_hh), expected, RTOL, "lstm")
+    assert kernel_calls["lstm.lstm_recurrence"] == 1
+
+
 @pytest.mark.parametrize("threaded", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_numpy_attention_matches_mx_fast_attention(with_bias, threaded, cpu_paths, monkeypatch,
@@ -440,6 +459,7 @@ def _every_dispatcher() -> list[mx.array]:
         layers.conv_transpose1d(x, w, stride=2),
         layers.conv2d(randn(1, 6, 8, 2), randn(3, 3, 3, 2), (1, 2), (1, 1)),
         layers.snake_conv1d(x, mx.ones((4,)), conv, x),
+        layers.lstm_recurrence(randn(2, 5, 8), randn(8, 2)),
     ]
 
 

@@ -13,10 +13,12 @@ them when the default device is the CPU and the switch is on, and to the MLX for
 - ``activations``: Mish and Snake in numpy, exact GELU by an erf polynomial;
 - ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), Snake
   fused with the conv after it (HiFT), the S3Tokenizer's FSMN memory in numpy;
+- ``lstm``: the LSTM recurrence (VoiceEncoder) in numpy, one ``sgemm`` per step;
 - ``linear``: decode-sized ``Linear`` (``sgemv`` on MLX's buffers, weight-first products).
 
 ``CHATTERBOX_MLX_CPU_KERNELS=off`` (read once, when this package is imported) turns every
-path in ``attention``, ``activations``, ``conv`` and ``linear`` off, so the CPU backend runs
+path in ``attention``, ``activations``, ``conv``, ``linear`` and ``lstm`` off, so the CPU
+backend runs
 exactly what a GPU runs; ``switch(False)`` does the same for a block of code (tests). The
 switch does not touch the BLAS loading: that only replaces the library MLX's own CPU matmul
 calls, not any formulation (``CHATTERBOX_MLX_BLAS=off`` turns it off).
@@ -33,7 +35,7 @@ import warnings
 ENV_VAR = "CHATTERBOX_MLX_CPU_KERNELS"
 
 # The modules whose public functions are CPU-only paths (tests spy on all of them).
-KERNEL_MODULES = ("attention", "activations", "conv", "linear")
+KERNEL_MODULES = ("attention", "activations", "conv", "linear", "lstm")
 
 _ON = ("", "1", "on", "true", "yes")
 _OFF = ("0", "off", "false", "no", "none")

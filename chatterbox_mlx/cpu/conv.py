@@ -14,7 +14,8 @@ compute the same results, to float32 rounding:
   taps is one ``sgemm`` accumulating into its shifted rows of the output, so nothing is
   overlap-added (HiFT's ``ups.2``: 20 -> 8 ms).
 - ``conv2d`` (CAMPPlus's head): the taps along the inner axis are gathered once, each tap
-  along the outer axis is then a contiguous slice, so the conv is k matmuls, no k^2 im2col.
+  along the outer axis is then a contiguous slice, so the conv is k matmuls, no k^2 im2col,
+  computed channels first (3-4x faster on the head's 32-channel shapes).
 - ``snake_conv1d`` (HiFT's residual blocks, Snake then a stride-1 conv): the two fused
   over blocks of about 1 MB of time steps, the taps as ``sgemm`` calls accumulating
   into the output block, padding and bias and the residual folded in (HiFT for 4 s of
@@ -160,12 +161,17 @@ def conv2d(x: mx.array, weight: mx.array, inner_stride: int, padding: tuple[int,
     if any(padding):
         x = mx.pad(x, [(0, 0), (padding[0], padding[0]), (padding[1], padding[1]), (0, 0)])
     cols = _windows(x, 2, k_inner, inner_stride)  # [B, H + 2 pad, W', k_inner * C]
-    rows = x.shape[1] - k_outer + 1
+    batch, height, width, taps = cols.shape
+    rows = height - k_outer + 1
+    flat = cols.reshape(batch, height * width, taps)
     weight = weight.reshape(out_dims, k_outer, k_inner * in_dims)
-    y = cols[:, :rows] @ weight[:, 0].T
+    # Channels first, [O, k_inner * C] @ [k_inner * C, rows * W']: with O and k_inner * C
+    # small (32, 96), BLAS runs this orientation 3-4x faster than [rows * W', .] @ [., O].
+    y = weight[:, 0] @ flat[:, : rows * width].swapaxes(1, 2)
     for i in range(1, k_outer):
-        y = y + cols[:, i : i + rows] @ weight[:, i].T
-    return y
+        shifted = flat[:, i * width : (i + rows) * width].swapaxes(1, 2)  # time tap i
+        y = mx.addmm(y, weight[:, i], shifted)
+    return y.swapaxes(1, 2).reshape(batch, rows, width, out_dims)
 
 
 def fsmn_memory(x: mx.array, weight: mx.array, left: int, right: int) -> mx.array:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config_utils import from_dict
 from ..constants import S3_SR
+from ..layers import lstm_recurrence
 
 
 @dataclass
@@ -83,27 +84,11 @@ class LSTM(nn.Module):
                 }
             )
 
-    @staticmethod
-    def _step(x_gates, h, c, w_hh_t):
-        gates = x_gates + h @ w_hh_t
-        i, f, g, o = mx.split(gates, 4, axis=-1)
-        c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
-        h = mx.sigmoid(o) * mx.tanh(c)
-        return h, c
-
     def __call__(self, x: mx.array) -> mx.array:
         """x ``[B, T, input]`` -> the last layer's hidden states ``[B, T, hidden]``."""
-        batch, steps, _ = x.shape
         for layer in self.layers:
             x_gates = x @ layer["weight_ih"].T + (layer["bias_ih"] + layer["bias_hh"])
-            w_hh_t = layer["weight_hh"].T
-            h = mx.zeros((batch, self.hidden_size), dtype=x.dtype)
-            c = mx.zeros_like(h)
-            outputs = []
-            for t in range(steps):
-                h, c = self._step(x_gates[:, t], h, c, w_hh_t)
-                outputs.append(h)
-            x = mx.stack(outputs, axis=1)
+            x = lstm_recurrence(x_gates, layer["weight_hh"])
         return x
 
 
