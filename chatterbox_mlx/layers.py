@@ -182,6 +182,7 @@ def snake_conv1d(
     weight, bias = conv.weight, conv.get("bias")
     if conv.stride != 1 or conv.groups != 1:
         raise ValueError("snake_conv1d: only stride 1 without groups")
+    _conv_length(x.shape[1], weight.shape[1], 1, conv.padding, conv.dilation)
     if _numpy_path(x, alpha, weight) and x.shape[-1] == weight.shape[-1]:
         y = _conv.snake_conv1d(
             x, alpha, _inverse(alpha), weight, bias, conv.padding, conv.dilation, residual
@@ -253,6 +254,18 @@ class Linear(nn.Linear):
         return super().__call__(x)
 
 
+def _conv_length(steps: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output steps of a 1-D convolution; a ValueError when the input is too short."""
+    span = dilation * (kernel - 1) + 1
+    length = (steps + 2 * padding - span) // stride + 1
+    if length <= 0:
+        raise ValueError(
+            f"conv1d: input of {steps} steps is shorter than the kernel span {span} "
+            f"(padding {padding})"
+        )
+    return length
+
+
 def conv1d(
     x: mx.array,
     weight: mx.array,
@@ -270,13 +283,7 @@ def conv1d(
             f"conv1d: input has {x.shape[-1]} channels, the weight expects {in_channels}; "
             "inputs are channels-last [batch, time, channels]"
         )
-    span = dilation * (kernel - 1) + 1
-    length = (x.shape[1] + 2 * padding - span) // stride + 1
-    if length <= 0:
-        raise ValueError(
-            f"conv1d: input of {x.shape[1]} steps is shorter than the kernel span {span} "
-            f"(padding {padding})"
-        )
+    length = _conv_length(x.shape[1], kernel, stride, padding, dilation)
     if cpu_kernels_active():
         return _conv.conv1d(x, weight, stride, padding, dilation, length)
     return mx.conv1d(x, weight, stride, padding, dilation)

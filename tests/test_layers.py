@@ -395,6 +395,8 @@ def test_fused_snake_conv_falls_back_without_a_blas(cpu_paths, monkeypatch, kern
     assert kernel_calls["conv.conv1d"] == 1  # the unfused CPU path ran
     with pytest.raises(ValueError, match="stride 1"):
         layers.snake_conv1d(x, alpha, layers.Conv1d(8, 8, 3, stride=2))
+    with pytest.raises(ValueError, match="shorter than the kernel span"):
+        layers.snake_conv1d(x[:, :4], alpha, layers.Conv1d(8, 8, 11, dilation=5, padding=5))
 
 
 def test_erf_polynomial_gelu_matches_mlx_gelu(cpu_paths, kernel_calls):

@@ -10,7 +10,8 @@ them when the default device is the CPU and the switch is on, and to the MLX for
 - ``blas``: loads OpenBLAS before ``mlx.core`` (``CHATTERBOX_MLX_BLAS``), ``sgemv`` and
   ``sgemm`` of that library, and numpy's bundled OpenBLAS held to one thread;
 - ``attention``: softmax attention in numpy, (batch, head) pairs spread over the cores;
-- ``activations``: Mish and Snake in numpy, exact GELU by an erf polynomial;
+- ``activations``: ELU, Mish, Snake and sine in numpy, HiFT's float64 phase sum, exact GELU
+  by an erf polynomial;
 - ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), Snake
   fused with the conv after it (HiFT), the S3Tokenizer's FSMN memory in numpy;
 - ``lstm``: the LSTM recurrence (VoiceEncoder) in numpy, one ``sgemm`` per step;
@@ -18,10 +19,9 @@ them when the default device is the CPU and the switch is on, and to the MLX for
 
 ``CHATTERBOX_MLX_CPU_KERNELS=off`` (read once, when this package is imported) turns every
 path in ``attention``, ``activations``, ``conv``, ``linear`` and ``lstm`` off, so the CPU
-backend runs
-exactly what a GPU runs; ``switch(False)`` does the same for a block of code (tests). The
-switch does not touch the BLAS loading: that only replaces the library MLX's own CPU matmul
-calls, not any formulation (``CHATTERBOX_MLX_BLAS=off`` turns it off).
+backend runs exactly what a GPU runs; ``switch(False)`` does the same for a block of code
+(tests). The switch does not touch the BLAS loading: that only replaces the library MLX's
+own CPU matmul calls, not any formulation (``CHATTERBOX_MLX_BLAS=off`` turns it off).
 
 This file must not import ``mlx.core``: ``import chatterbox_mlx`` loads ``blas`` first.
 """

@@ -70,7 +70,6 @@ class LSTM(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int):
         super().__init__()
-        self.hidden_size = hidden_size
         self.layers = []
         for i in range(num_layers):
             size = input_size if i == 0 else hidden_size
