@@ -3,7 +3,8 @@
 Both sides clone the same voice (a 12 s espeak-ng recording unless --voice) with the
 English pipeline built from the same full-size random checkpoint (as
 compare_reference.py). Each part is one function of the pipeline, timed by wrapping it
-(ours evaluates its output inside the wrapper, so nothing lazy leaks into the next part):
+(ours evaluates its output inside the wrapper, so nothing lazy leaks into the next part:
+the sinc resampler returns a lazy array, whose 30 ms would otherwise land in CAMPPlus):
 loading and resampling the file, the resampling to 24/16 kHz inside ``embed_ref``, the
 24 kHz mel, CAMPPlus, the S3Tokenizer (twice: 10 s for S3Gen, 6 s for T3) and the
 VoiceEncoder. "rest" is everything between them. The sides alternate over ``--rounds``
@@ -108,9 +109,10 @@ def our_profile(voice: str, repeats: int, state: dict) -> dict:
                      if isinstance(x, mx.array)])  # fmt: skip
 
         conditionals.load_reference = timed(conditionals.load_reference, "load + resample",
-                                            timings)  # fmt: skip
-        audio.resample = timed(audio.resample, "load + resample", timings)
-        audio.resample_sinc = timed(audio.resample_sinc, "embed_ref resample", timings)
+                                            timings, evaluate)  # fmt: skip
+        audio.resample = timed(audio.resample, "load + resample", timings, evaluate)
+        audio.resample_sinc = timed(audio.resample_sinc, "embed_ref resample", timings,
+                                    evaluate)  # fmt: skip
         audio.s3gen_mel = timed(audio.s3gen_mel, "mel", timings, evaluate)
         s3gen = model.s3gen
         campplus, tokenizer = s3gen.speaker_encoder, s3gen.tokenizer
