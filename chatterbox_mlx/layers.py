@@ -182,7 +182,13 @@ def snake_conv1d(
     weight, bias = conv.weight, conv.get("bias")
     if conv.stride != 1 or conv.groups != 1:
         raise ValueError("snake_conv1d: only stride 1 without groups")
-    _conv_length(x.shape[1], weight.shape[1], 1, conv.padding, conv.dilation)
+    length = _conv_length(x.shape[1], weight.shape[1], 1, conv.padding, conv.dilation)
+    out_shape = (x.shape[0], length, weight.shape[0])
+    if residual is not None and tuple(residual.shape) != out_shape:
+        raise ValueError(
+            f"snake_conv1d: the residual has shape {tuple(residual.shape)}, the conv's "
+            f"output {out_shape}"
+        )
     if _numpy_path(x, alpha, weight) and x.shape[-1] == weight.shape[-1]:
         y = _conv.snake_conv1d(
             x, alpha, _inverse(alpha), weight, bias, conv.padding, conv.dilation, residual
@@ -229,9 +235,14 @@ def lstm_recurrence(x_gates: mx.array, weight_hh: mx.array) -> mx.array:
     initial state) from its input gates ``x_gates [B, T, 4H]`` (the input projection and
     both biases added) and ``weight_hh [4H, H]``. On the CPU in numpy, a step at a time
     (``lstm.lstm_recurrence``); elsewhere the same steps as an MLX graph."""
+    batch, steps, width = x_gates.shape
+    if width % 4 or tuple(weight_hh.shape) != (width, width // 4):
+        raise ValueError(
+            f"lstm_recurrence: gates [B, T, {width}] need weight_hh [{width}, {width // 4}] "
+            f"(4 gates of the hidden size), got {tuple(weight_hh.shape)}"
+        )
     if _numpy_path(x_gates, weight_hh):
         return _lstm.lstm_recurrence(x_gates, weight_hh)
-    batch, steps, width = x_gates.shape
     w_hh_t = weight_hh.T
     h = mx.zeros((batch, width // 4), dtype=x_gates.dtype)
     c = mx.zeros_like(h)

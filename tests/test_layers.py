@@ -269,6 +269,8 @@ def test_numpy_lstm_recurrence_matches_the_mlx_steps(blas_loaded, cpu_paths, mon
         expected = layers.lstm_recurrence(x_gates, weight_hh)
     assert_close(layers.lstm_recurrence(x_gates, weight_hh), expected, RTOL, "lstm")
     assert kernel_calls["lstm.lstm_recurrence"] == 1
+    with pytest.raises(ValueError, match=r"need weight_hh \[32, 8\]"):  # BLAS reads no stray memory
+        layers.lstm_recurrence(x_gates, weight_hh[:, :6])
 
 
 @pytest.mark.parametrize("threaded", [True, False])
@@ -398,6 +400,8 @@ def test_fused_snake_conv_falls_back_without_a_blas(cpu_paths, monkeypatch, kern
         layers.snake_conv1d(x, alpha, layers.Conv1d(8, 8, 3, stride=2))
     with pytest.raises(ValueError, match="shorter than the kernel span"):
         layers.snake_conv1d(x[:, :4], alpha, layers.Conv1d(8, 8, 11, dilation=5, padding=5))
+    with pytest.raises(ValueError, match=r"residual has shape \(1, 9, 8\)"):
+        layers.snake_conv1d(x, alpha, conv, residual=x[:, :9])
 
 
 def test_erf_polynomial_gelu_matches_mlx_gelu(cpu_paths, kernel_calls):
