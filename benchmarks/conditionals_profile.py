@@ -162,6 +162,9 @@ def main() -> None:
             ours = mine
 
     runs = args.repeats * args.rounds
+    from chatterbox_mlx.cpu import blas  # loaded by our side above
+
+    print(f"BLAS: {blas.status}")
     print(f"prepare_conditionals (English), best of {runs} ({args.rounds} alternating "
           "rounds); ratio = reference / ours")  # fmt: skip
     print(f"{'part':20s} {'ref s':>7s} {'ours s':>7s} {'ratio':>6s}")

@@ -166,6 +166,9 @@ def main() -> None:
             ours = mine
 
     runs = args.repeats * args.rounds
+    from chatterbox_mlx.cpu import blas  # loaded by our side above
+
+    print(f"BLAS: {blas.status}")
     print(f"HiFT, {args.seconds:g} s of audio, best of {runs} ({args.rounds} alternating "
           "rounds); ratio = reference / ours")  # fmt: skip
     print(f"{'stage':20s} {'GFLOP':>7s} {'ref s':>7s} {'ours s':>7s} {'ratio':>6s} "

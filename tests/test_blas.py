@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SNIPPET = "import chatterbox_mlx.cpu.blas as b, chatterbox_mlx; print(b.status)"
 
 
-def run(env_value):
+def run(env_value, **extra):
     env = {k: v for k, v in os.environ.items() if k != "CHATTERBOX_MLX_BLAS"}
+    env.update(extra)
     if env_value is not None:
         env["CHATTERBOX_MLX_BLAS"] = env_value
     return subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True,
@@ -26,8 +29,19 @@ def test_default_loads_system_openblas():
         assert "not needed" in r.stdout
     elif found is None:  # then the one clear warning must say how to fix it
         assert "no OpenBLAS found" in r.stdout and "libopenblas0-pthread" in r.stderr
-    else:
-        assert r.stdout.strip() == f"loaded {found}"
+    else:  # an OpenBLAS also names the kernel it runs
+        assert r.stdout.startswith(f"loaded {found}, ") and " kernels" in r.stdout
+
+
+def test_status_names_a_forced_openblas_kernel():
+    """Benchmarks print the status: a kernel forced by OPENBLAS_CORETYPE is named there."""
+    from chatterbox_mlx.cpu import blas
+
+    found = blas._find_openblas()
+    if not sys.platform.startswith("linux") or found is None or "openblas" not in found:
+        pytest.skip("no system OpenBLAS here (CI installs one)")
+    r = run(None, OPENBLAS_CORETYPE="Haswell")
+    assert r.stdout.strip() == f"loaded {found}, Haswell kernels (OPENBLAS_CORETYPE=Haswell)"
 
 
 def test_off_disables():

@@ -106,8 +106,20 @@ def load() -> str | None:
         warnings.warn(f"chatterbox_mlx: {status}", stacklevel=3)
         return None
     loaded_path = path
-    status = f"loaded {path}"
+    status = f"loaded {path}" + _kernel_note(path)
     return path
+
+
+def _kernel_note(path: str) -> str:
+    """Which OpenBLAS kernel runs (``OPENBLAS_CORETYPE`` can force an older one), as a
+    note for ``status``; empty for another BLAS."""
+    try:
+        corename = ctypes.CDLL(path).openblas_get_corename
+    except (OSError, AttributeError):
+        return ""
+    corename.restype = ctypes.c_char_p
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f", {corename().decode()} kernels" + (f" (OPENBLAS_CORETYPE={forced})" if forced else "")
 
 
 _c_int, _c_float, _ptr = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
