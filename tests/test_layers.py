@@ -336,6 +336,22 @@ def test_numpy_sin_and_cycle_phase_match_mlx(cpu_paths, kernel_calls):
     assert kernel_calls["activations.sin"] == kernel_calls["activations.cycle_phase"] == 1
 
 
+def test_numpy_polar_spectrum_matches_mlx(cpu_paths, kernel_calls):
+    """HiFT's 18 output channels as 9 complex bins; one row's magnitudes overflow exp and
+    are clipped at 100, as the reference clips them."""
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-4.0, 3.0, (2, 40, 18)).astype(np.float32)
+    x[0, 0, :9] = [5.0, 20.0, 100.0, 1e4, -100.0, 0.0, 4.6, 4.7, 90.0]
+    x = mx.array(x)
+    with cpu.switch(False):
+        expected = layers.polar_spectrum(x, 9, 1e2)
+    actual = layers.polar_spectrum(x, 9, 1e2)
+    assert actual.dtype == mx.complex64 and actual.shape == (2, 40, 9)
+    assert_close(actual, expected, RTOL, "polar_spectrum")  # complex: |difference|
+    assert float(mx.abs(actual).max()) == pytest.approx(100.0, rel=1e-6)  # clipped, not inf
+    assert kernel_calls["activations.polar_spectrum"] == 1
+
+
 def test_numpy_mish_and_snake_match_their_compiled_kernels(cpu_paths, kernel_calls):
     x = _activation_input()
     with cpu.switch(False):
@@ -452,6 +468,7 @@ def _every_dispatcher() -> list[mx.array]:
         layers.elu(x),
         layers.sin(x),
         layers.cycle_phase(x),
+        layers.polar_spectrum(randn(1, 5, 6), 3, 1e2),
         layers.snake(x, mx.ones((4,))),
         layers.gelu(x),
         layers.GELU()(x),

@@ -39,6 +39,19 @@ def sin(x: mx.array) -> mx.array:
     return mx.array(np.sin(numpy_buffer(x)))
 
 
+def polar_spectrum(x: mx.array, bins: int, max_magnitude: float) -> mx.array:
+    """complex64 ``m * (cos(p) + i sin(p))`` with ``m = min(exp(x[..., :bins]), max)``,
+    ``p = sin(x[..., bins:])``, of float32 ``x``."""
+    xn = numpy_buffer(x)
+    with np.errstate(over="ignore"):  # exp -> inf is clipped, as the reference's
+        magnitude = np.minimum(np.exp(xn[..., :bins]), np.float32(max_magnitude))
+    phase = np.sin(xn[..., bins:])
+    spec = np.empty(magnitude.shape, np.complex64)
+    np.multiply(magnitude, np.cos(phase), out=spec.real)
+    np.multiply(magnitude, np.sin(phase), out=spec.imag)
+    return mx.array(spec)
+
+
 def cycle_phase(increments: mx.array) -> mx.array:
     """The fractional part of the running sum along axis 1 of float32 ``increments``,
     summed in float64 and rounded to float32 before the fraction is taken. ``t - floor(t)``

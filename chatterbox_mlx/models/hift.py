@@ -20,7 +20,16 @@ import mlx.nn as nn
 from .. import audio
 from ..config_utils import from_dict
 from ..constants import S3GEN_SR
-from ..layers import Conv1d, ConvTranspose1d, cycle_phase, elu, sin, snake, snake_conv1d
+from ..layers import (
+    Conv1d,
+    ConvTranspose1d,
+    cycle_phase,
+    elu,
+    polar_spectrum,
+    sin,
+    snake,
+    snake_conv1d,
+)
 from ..weights import (
     CheckpointError,
     conv1d_weight,
@@ -30,6 +39,8 @@ from ..weights import (
     load_strict,
     strip_prefix,
 )
+
+MAX_MAGNITUDE = 1e2  # the reference's clip of the predicted STFT magnitude
 
 
 @dataclass
@@ -290,10 +301,7 @@ class HiFTGenerator(nn.Module):
             x = xs / n_kernels
         x = self.conv_post(nn.leaky_relu(x, 0.01))
 
-        bins = c.n_fft // 2 + 1
-        magnitude = mx.minimum(mx.exp(x[..., :bins]), 1e2)
-        phase = mx.sin(x[..., bins:])
-        spec = magnitude * mx.cos(phase) + 1j * (magnitude * mx.sin(phase))
+        spec = polar_spectrum(x, c.n_fft // 2 + 1, MAX_MAGNITUDE)
         wav = audio.istft(spec, c.n_fft, c.hop_length, self._window)
         return mx.clip(wav, -c.audio_limit, c.audio_limit)
 

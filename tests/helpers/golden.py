@@ -26,8 +26,9 @@ def assert_close(actual, expected, rtol: float, name: str = "") -> float:
     """Max abs error relative to the reference signal's max abs value; assert <= rtol.
 
     This is the project's parity metric (DEVELOPERS.md: ~1e-4 relative in float32)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    dtype = np.complex128 if np.iscomplexobj(actual) or np.iscomplexobj(expected) else np.float64
+    actual, expected = actual.astype(dtype), expected.astype(dtype)  # complex: |a - b|
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     scale = max(float(np.max(np.abs(expected))), 1e-12)
     err = float(np.max(np.abs(actual - expected))) / scale
