@@ -44,6 +44,7 @@ from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from . import cpu
 from .cpu import activations as _activations
@@ -135,6 +136,19 @@ def sin(x: mx.array) -> mx.array:
     if _numpy_path(x):
         return _activations.sin(x)
     return mx.sin(x)
+
+
+_NORMAL_LOW = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))  # mx.random.normal's
+
+
+def random_normal(shape: tuple[int, ...], key: mx.array | None = None) -> mx.array:
+    """``mx.random.normal(shape, key=key)`` (float32). On the CPU the same uniform draw,
+    then erfinv in numpy (MLX's is scalar there: 17 ms for HiFT's source noise over 4 s
+    of audio, 7 ms this way); equal to float32 rounding."""
+    if not cpu_kernels_active():
+        return mx.random.normal(shape, key=key)
+    uniform = mx.random.uniform(low=_NORMAL_LOW, high=1.0, shape=shape, key=key)
+    return _activations.normal_from_uniform(uniform)
 
 
 def polar_spectrum(x: mx.array, bins: int, max_magnitude: float) -> mx.array:

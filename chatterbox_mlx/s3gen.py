@@ -15,6 +15,7 @@ import numpy as np
 from .checks import check_finite
 from .conditionals import Conditionals, GenCond, embed_ref
 from .constants import S3GEN_SILENCE_TOKEN, S3GEN_SR, SPEECH_VOCAB_SIZE
+from .layers import random_normal
 from .models.hift import fade_in
 
 S3GEN_SIL = S3GEN_SILENCE_TOKEN  # upstream's name
@@ -96,7 +97,7 @@ class S3Gen:
         harmonics = self.mel2wav.m_source.harmonics
         samples = frames * self.mel2wav.config.upsample_factor
         phase = mx.random.uniform(-math.pi, math.pi, (1, harmonics), key=phase_key)
-        return phase, mx.random.normal((1, samples, harmonics), key=noise_key)
+        return phase, random_normal((1, samples, harmonics), key=noise_key)
 
     def inference(
         self,

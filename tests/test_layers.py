@@ -18,6 +18,7 @@ import sys
 
 import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
 from chatterbox_mlx import cpu, layers
+from chatterbox_mlx.cpu import activations as cpu_activations
 from chatterbox_mlx.cpu import blas
 from chatterbox_mlx.cpu import conv as cpu_conv
 from chatterbox_mlx.cpu import linear as cpu_linear
@@ -336,6 +337,29 @@ def test_numpy_sin_and_cycle_phase_match_mlx(cpu_paths, kernel_calls):
     assert kernel_calls["activations.sin"] == kernel_calls["activations.cycle_phase"] == 1
 
 
+def test_numpy_normal_draw_matches_mx_random_normal(cpu_paths, kernel_calls):
+    """The same key gives mx.random.normal's draw to float32 rounding, with or without
+    a key (the global state moves on the same way); the tails' polynomial is covered by
+    uniforms next to -1 and 1 (|z| past 5)."""
+    key = mx.random.key(11)
+    shape = (2, 70000, 3)  # more than one block of samples
+    actual = layers.random_normal(shape, key)
+    with cpu.switch(False):
+        expected = layers.random_normal(shape, key)
+    assert actual.dtype == mx.float32
+    assert_close(actual, expected, RTOL, "random_normal")
+    mx.random.seed(4)
+    first, second = layers.random_normal((5, 6)), layers.random_normal((5, 6))
+    mx.random.seed(4)
+    assert_close(first, mx.random.normal((5, 6)), RTOL, "first draw, global key")
+    assert_close(second, mx.random.normal((5, 6)), RTOL, "second draw, global key")
+    edge = np.float32([1 - 2**-24, 1 - 2**-20, 0.999, 0.5, 1e-30, 0.0])
+    uniform = mx.array(np.concatenate([edge, -edge, [np.nextafter(np.float32(-1), 0)]]))
+    expected = mx.erfinv(uniform) * np.float32(np.sqrt(2.0))
+    assert_close(cpu_activations.normal_from_uniform(uniform), expected, RTOL, "tails")
+    assert kernel_calls["activations.normal_from_uniform"] == 4
+
+
 def test_numpy_polar_spectrum_matches_mlx(cpu_paths, kernel_calls):
     """HiFT's 18 output channels as 9 complex bins; one row's magnitudes overflow exp and
     are clipped at 100, as the reference clips them."""
@@ -469,6 +493,7 @@ def _every_dispatcher() -> list[mx.array]:
         layers.sin(x),
         layers.cycle_phase(x),
         layers.polar_spectrum(randn(1, 5, 6), 3, 1e2),
+        layers.random_normal((3, 4), mx.random.key(1)),
         layers.snake(x, mx.ones((4,))),
         layers.gelu(x),
         layers.GELU()(x),

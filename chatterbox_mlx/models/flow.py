@@ -287,7 +287,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
             )
         cond = mx.concatenate([prompt_feat, mx.zeros((batch, length - n_prompt, channels))], 1)
         if noise is None:
-            noise = mx.random.normal((batch, length, channels), key=key)
+            noise = layers.random_normal((batch, length, channels), key=key)
         elif tuple(noise.shape) != (batch, length, channels):
             raise ValueError(
                 f"noise has shape {tuple(noise.shape)}, expected {(batch, length, channels)} "

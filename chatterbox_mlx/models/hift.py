@@ -26,6 +26,7 @@ from ..layers import (
     cycle_phase,
     elu,
     polar_spectrum,
+    random_normal,
     sin,
     snake,
     snake_conv1d,
@@ -184,7 +185,7 @@ class SourceModuleHnNSF(nn.Module):
         if phase is None:
             phase = mx.random.uniform(-math.pi, math.pi, (batch, self.harmonics))
         if noise is None:
-            noise = mx.random.normal(shape)
+            noise = random_normal(shape)
         _check_shape("phase", phase, (batch, self.harmonics))
         _check_shape("noise", noise, shape)
 
