@@ -318,23 +318,69 @@ def test_numpy_elu_matches_mlx_expm1(cpu_paths, kernel_calls):
     assert kernel_calls["activations.elu"] == 1
 
 
-def test_numpy_sin_and_cycle_phase_match_mlx(cpu_paths, kernel_calls):
-    """The phase over 10 s of a 250 Hz tone's 9th harmonic: sums past 2^16 cycles, where
-    the float32 rounding before the fraction matters."""
+def test_numpy_sin_matches_mlx(cpu_paths, kernel_calls):
     x = _activation_input()
     with cpu.switch(False):
         expected = layers.sin(x)
     assert_close(layers.sin(x), expected, RTOL, "sin")
-    rng = np.random.default_rng(8)
-    increments = rng.uniform(0.0, 9 * 250 / 24000, (2, 240000, 3)).astype(np.float32)
-    increments[0, :5] = np.array([0.0, 0.5, 0.5, 1.0, 0.25])[:, None]  # whole cycles: fraction 0
-    increments = mx.array(increments)
+    assert kernel_calls["activations.sin"] == 1
+
+
+def _source_increments(seconds: float, seed: int) -> np.ndarray:
+    """HiFT's phase increments: an F0 track per 20 ms frame (voiced 60-400 Hz, some
+    unvoiced frames at 0), repeated per sample as the source upsamples it, times the 9
+    harmonics, over 24 kHz."""
+    rng = np.random.default_rng(seed)
+    f0 = rng.uniform(60.0, 400.0, (2, int(seconds * 50))).astype(np.float32)
+    f0[rng.random(f0.shape) < 0.2] = 0.0
+    harmonics = np.arange(1, 10, dtype=np.float32)
+    return np.repeat(f0, 480, axis=1)[..., None] * harmonics / np.float32(24000)
+
+
+def _cycle_phase_both(increments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the CPU path's float64 sum, the MLX formulation's fixed-point sum)."""
+    with cpu.switch(True):
+        numpy_sum = np.array(layers.cycle_phase(mx.array(increments)))
     with cpu.switch(False):
-        expected = layers.cycle_phase(increments)
-    actual = layers.cycle_phase(increments)
-    assert actual.dtype == mx.float32
-    assert_close(actual, expected, 0.0, "cycle_phase")  # the same float64 sum: exact
-    assert kernel_calls["activations.sin"] == kernel_calls["activations.cycle_phase"] == 1
+        fixed_point = layers.cycle_phase(mx.array(increments))
+    assert fixed_point.dtype == mx.float32
+    return numpy_sum, np.array(fixed_point)
+
+
+def test_fixed_point_cycle_phase_equals_the_float64_sum(kernel_calls):
+    """10 s of a source's phase, past 2^16 cycles, where the float32 rounding of the total
+    matters: every increment is a multiple of 2^-32, so the int64 sum is exact, as the
+    float64 sum is, and both round the same total to float32: equal bit for bit."""
+    increments = _source_increments(10.0, seed=8)
+    increments[0, :5] = np.array([0.0, 0.5, 0.5, 1.0, 0.25])[:, None]  # whole cycles: 0
+    numpy_sum, fixed_point = _cycle_phase_both(increments)
+    assert np.array_equal(numpy_sum, fixed_point)
+    assert numpy_sum[0, 3, 0] == 0.0 and numpy_sum[0, -1, -1] != 0.0
+    assert kernel_calls["activations.cycle_phase"] == 1
+
+
+def test_fixed_point_cycle_phase_within_a_float32_step_of_the_float64_sum():
+    """Increments finer than 2^-32 (down to 1e-9) are rounded to it, by at most 2^-33
+    each: within that bound plus one float32 step of the float64 sum's total, measured
+    around the cycle (a total rounded to the other side of a whole cycle has fraction
+    0.99999 against 0). A NaN or infinite increment makes the phase NaN from there on in
+    both."""
+    rng = np.random.default_rng(5)
+    increments = rng.uniform(0.0, 0.1, (2, 120000, 3)).astype(np.float32)
+    increments[:, ::7] *= np.float32(1e-7)
+    numpy_sum, fixed_point = _cycle_phase_both(increments)
+    totals = np.cumsum(increments, axis=1, dtype=np.float64).astype(np.float32)
+    rounding = np.arange(1, increments.shape[1] + 1)[:, None] * 2.0**-33
+    step = np.spacing(totals) + rounding
+    apart = np.abs(numpy_sum.astype(np.float64) - fixed_point)
+    around = np.minimum(apart, 1.0 - apart)
+    assert np.all(around <= step), f"{np.max(around / step):.2f} float32 steps apart"
+    assert np.mean(apart == 0) > 0.5  # most are the same float32 total
+    increments[0, 1000, 1], increments[1, 50, 2] = np.nan, np.inf
+    numpy_sum, fixed_point = _cycle_phase_both(increments)
+    assert np.array_equal(np.isnan(numpy_sum), np.isnan(fixed_point))
+    assert np.isnan(fixed_point[0, 1000:, 1]).all() and not np.isnan(fixed_point[0, :1000]).any()
+    assert np.isnan(fixed_point[1, 50:, 2]).all() and np.isfinite(fixed_point[:, :, 0]).all()
 
 
 def test_numpy_normal_draw_matches_mx_random_normal(cpu_paths, kernel_calls):
