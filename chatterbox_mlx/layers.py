@@ -185,6 +185,7 @@ def cycle_phase(increments: mx.array) -> mx.array:
     A NaN or infinite increment makes every later phase NaN, as in the float64 sum."""
     if _numpy_path(increments):
         return _activations.cycle_phase(increments)
+    increments = increments.astype(mx.float32)  # a half-precision HiFT's too: 2^32 fits
     finite = mx.isfinite(increments)
     bound = float(2 ** (62 - PHASE_FRACTION_BITS))  # no cast overflows (these phases are noise)
     clean = mx.where(finite, mx.clip(increments, -bound, bound), 0.0)

@@ -356,7 +356,12 @@ def test_fixed_point_cycle_phase_equals_the_float64_sum(kernel_calls):
     numpy_sum, fixed_point = _cycle_phase_both(increments)
     assert np.array_equal(numpy_sum, fixed_point)
     assert numpy_sum[0, 3, 0] == 0.0 and numpy_sum[0, -1, -1] != 0.0
-    assert kernel_calls["activations.cycle_phase"] == 1
+    half = increments.astype(np.float16)  # a float16 HiFT's (where 2^32 overflows)
+    with cpu.switch(False):
+        fixed_point = layers.cycle_phase(mx.array(half))
+    assert fixed_point.dtype == mx.float32
+    assert np.array_equal(_cycle_phase_both(half.astype(np.float32))[0], np.array(fixed_point))
+    assert kernel_calls["activations.cycle_phase"] == 2
 
 
 def test_fixed_point_cycle_phase_within_a_float32_step_of_the_float64_sum():
