@@ -13,8 +13,12 @@ CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
   ``mx.fast.scaled_dot_product_attention``;
 - ``elu`` (float32): ``activations.elu``, numpy expm1 -> ``mx.expm1``;
 - ``sin`` (float32): ``activations.sin``, numpy sin -> ``mx.sin``;
-- ``cycle_phase`` (float32): ``activations.cycle_phase``, a float64 numpy cumsum ->
-  ``mx.cumsum`` in float64 on the CPU stream;
+- ``cycle_phase`` (float32): ``activations.cycle_phase``, a float64 numpy cumsum -> a
+  fixed-point int64 ``mx.cumsum`` on the default device;
+- ``polar_spectrum`` (float32, HiFT's output): ``activations.polar_spectrum``, numpy
+  exp/sin/cos -> the same in MLX;
+- ``random_normal``: ``activations.normal_from_uniform`` on ``mx.random.uniform``'s draw,
+  MLX's erfinv polynomial in numpy -> ``mx.random.normal``;
 - ``mish`` (float32): ``activations.mish``, numpy exp -> a compiled ``mx.exp`` formula;
 - ``snake`` (float32): ``activations.snake``, numpy sin -> a compiled ``mx.sin`` formula;
 - ``snake_conv1d`` (float32, HiFT's residual step): ``conv.snake_conv1d``, Snake and the

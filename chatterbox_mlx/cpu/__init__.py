@@ -10,8 +10,8 @@ them when the default device is the CPU and the switch is on, and to the MLX for
 - ``blas``: loads OpenBLAS before ``mlx.core`` (``CHATTERBOX_MLX_BLAS``), ``sgemv`` and
   ``sgemm`` of that library, and numpy's bundled OpenBLAS held to one thread;
 - ``attention``: softmax attention in numpy, (batch, head) pairs spread over the cores;
-- ``activations``: ELU, Mish, Snake and sine in numpy, HiFT's float64 phase sum, exact GELU
-  by an erf polynomial;
+- ``activations``: ELU, Mish, Snake and sine in numpy, HiFT's float64 phase sum and output
+  spectrum, normal draws through MLX's erfinv polynomial, exact GELU by an erf polynomial;
 - ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), Snake
   fused with the conv after it (HiFT), the S3Tokenizer's FSMN memory in numpy;
 - ``lstm``: the LSTM recurrence (VoiceEncoder) in numpy, one ``sgemm`` per step;

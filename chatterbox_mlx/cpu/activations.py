@@ -1,8 +1,9 @@
 """Elementwise math for MLX's CPU backend, whose ``exp``, ``expm1``, ``sin`` and ``erf``
 are scalar code: ELU, Mish, Snake and sine through numpy's vectorised functions (3-20x
 faster here; Snake was 40% of the vocoder's time), exact GELU through an erf polynomial
-that ``mx.compile`` fuses, and the sine source's phase (a float64 running sum in numpy:
-14 -> 3 ms for 4 s of audio). The GPU formulations are in ``chatterbox_mlx.layers``.
+that ``mx.compile`` fuses, the sine source's phase (a float64 running sum in numpy:
+14 -> 3 ms for 4 s of audio) and noise (MLX's erfinv polynomial: 17 -> 6 ms), and HiFT's
+output spectrum (14 -> 0.8 ms). The GPU formulations are in ``chatterbox_mlx.layers``.
 """
 
 from __future__ import annotations
