@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import make_voice  # noqa: E402
+from benchmarks.common import alternate, make_voice, print_blas_status  # noqa: E402
 
 REFENV = ROOT / ".refenv" / "bin" / "python"
 PARTS = ("load + resample", "embed_ref resample", "mel", "campplus", "s3tokenizer",
@@ -150,21 +149,13 @@ def main() -> None:
     voice = str(args.voice or make_voice())
     command = [str(REFENV), __file__, "--repeats", str(args.repeats), "--reference-only",
                str(checkpoint), voice]  # fmt: skip
-    reference = ours = None
     state: dict = {}
-    for _ in range(args.rounds):
-        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-        theirs = json.loads(out.stdout.strip().splitlines()[-1])
-        if reference is None or theirs["total"] < reference["total"]:
-            reference = theirs
-        mine = our_profile(voice, args.repeats, state)
-        if ours is None or mine["total"] < ours["total"]:
-            ours = mine
+    reference, ours = alternate(
+        args.rounds, command, lambda: our_profile(voice, args.repeats, state), ROOT
+    )
 
     runs = args.repeats * args.rounds
-    from chatterbox_mlx.cpu import blas  # loaded by our side above
-
-    print(f"BLAS: {blas.status}")
+    print_blas_status()
     print(f"prepare_conditionals (English), best of {runs} ({args.rounds} alternating "
           "rounds); ratio = reference / ours")  # fmt: skip
     print(f"{'part':20s} {'ref s':>7s} {'ours s':>7s} {'ratio':>6s}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import alternate, print_blas_status  # noqa: E402
 from benchmarks.hift import REFENV, checkpoint, make_mel, reference_model  # noqa: E402
 
 RESBLOCKS_PER_STAGE = 3
@@ -158,20 +158,12 @@ def main() -> None:
 
     command = [str(REFENV), __file__, "--reference-only", "--seconds", str(args.seconds),
                "--repeats", str(args.repeats)]  # fmt: skip
-    reference = ours = None
-    for _ in range(args.rounds):  # alternate, so that both sides see the VM's slow spells
-        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-        theirs = json.loads(out.stdout.strip().splitlines()[-1])
-        if reference is None or theirs["total"] < reference["total"]:
-            reference = theirs
-        mine = our_profile(args.seconds, args.repeats)
-        if ours is None or mine["total"] < ours["total"]:
-            ours = mine
+    reference, ours = alternate(
+        args.rounds, command, lambda: our_profile(args.seconds, args.repeats), ROOT
+    )
 
     runs = args.repeats * args.rounds
-    from chatterbox_mlx.cpu import blas  # loaded by our side above
-
-    print(f"BLAS: {blas.status}")
+    print_blas_status()
     print(f"HiFT, {args.seconds:g} s of audio, best of {runs} ({args.rounds} alternating "
           "rounds); ratio = reference / ours")  # fmt: skip
     print(f"{'stage':20s} {'GFLOP':>7s} {'ref s':>7s} {'ours s':>7s} {'ratio':>6s} "
