@@ -310,19 +310,22 @@ def _activation_input():
     return mx.concatenate([x, mx.full((2, 1, 16), 30.0)], axis=1)  # past mish's clamp at 20
 
 
+def _assert_cpu_path_matches_mlx(fn, *args):
+    """``fn(*args)`` on its CPU path (the caller's ``cpu_paths``) against its MLX
+    formulation, at RTOL."""
+    with cpu.switch(False):
+        expected = fn(*args)
+    assert_close(fn(*args), expected, RTOL, fn.__name__)
+
+
 def test_numpy_elu_matches_mlx_expm1(cpu_paths, kernel_calls):
     x = mx.concatenate([_activation_input().reshape(-1), mx.array([-100.0, 0.0, 1e-8, 100.0])])
-    with cpu.switch(False):
-        expected = layers.elu(x)
-    assert_close(layers.elu(x), expected, RTOL, "elu")
+    _assert_cpu_path_matches_mlx(layers.elu, x)
     assert kernel_calls["activations.elu"] == 1
 
 
 def test_numpy_sin_matches_mlx(cpu_paths, kernel_calls):
-    x = _activation_input()
-    with cpu.switch(False):
-        expected = layers.sin(x)
-    assert_close(layers.sin(x), expected, RTOL, "sin")
+    _assert_cpu_path_matches_mlx(layers.sin, _activation_input())
     assert kernel_calls["activations.sin"] == 1
 
 
@@ -429,13 +432,9 @@ def test_numpy_polar_spectrum_matches_mlx(cpu_paths, kernel_calls):
 
 def test_numpy_mish_and_snake_match_their_compiled_kernels(cpu_paths, kernel_calls):
     x = _activation_input()
-    with cpu.switch(False):
-        mlx_mish = layers.mish(x)
-    assert_close(layers.mish(x), mlx_mish, RTOL, "mish")
+    _assert_cpu_path_matches_mlx(layers.mish, x)
     alpha = mx.array(np.random.default_rng(3).uniform(0.05, 3.0, 16).astype(np.float32))
-    with cpu.switch(False):
-        mlx_snake = layers.snake(x, alpha)
-    assert_close(layers.snake(x, alpha), mlx_snake, RTOL, "snake")
+    _assert_cpu_path_matches_mlx(layers.snake, x, alpha)
     assert kernel_calls["activations.mish"] == kernel_calls["activations.snake"] == 1
 
 
