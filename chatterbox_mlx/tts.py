@@ -20,10 +20,12 @@ passed to ``generate`` becomes the model's voice for later calls that pass none.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -529,13 +531,41 @@ class TTSPipeline:
 _END = object()
 
 
+_OPEN_STREAMS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    """End the streams a program left open, while their threads can still run (see
+    ``_on_own_thread``); a stream that another thread is reading at this moment is left
+    to it."""
+    for stream in list(_OPEN_STREAMS):
+        try:
+            stream.close()
+        except ValueError:  # "generator already executing"
+            pass
+
+
 def _on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
+    consumer = _consume_on_own_thread(stream)
+    _OPEN_STREAMS.add(consumer)
+    return consumer
+
+
+def _consume_on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
     """Run ``stream`` on a thread of its own, one item per request of the consumer.
 
     A stream's state between chunks (T3's cache and keys, the vocoder's) is lazy MLX
     arrays, which only the thread that made them can evaluate; its consumer may be any
     thread (a web framework's pool). Each item is computed under ``COMPUTE_LOCK`` when
-    asked for, so a consumer that stops asking stops the generation at the next chunk."""
+    asked for, so a consumer that stops asking stops the generation at the next chunk.
+
+    The thread frees MLX's state for it (``mx.clear_streams``) before it ends, and the
+    consumer waits for that when the stream ends or is closed: MLX's thread-exit cleanup
+    needs the interpreter, and running it while a finishing program shuts the
+    interpreter down aborts the process ("terminate called without an active
+    exception"). Streams still open when the program ends are closed at exit, before
+    the interpreter shuts down."""
     requests: queue.Queue = queue.Queue()
     results: queue.Queue = queue.Queue()
 
@@ -553,8 +583,10 @@ def _on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
                     return
         finally:
             stream.close()
+            mx.clear_streams()
 
-    threading.Thread(target=work, name="chatterbox-mlx stream", daemon=True).start()
+    worker = threading.Thread(target=work, name="chatterbox-mlx stream", daemon=True)
+    worker.start()
     try:
         while True:
             requests.put(True)
@@ -566,6 +598,7 @@ def _on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
             yield item
     finally:
         requests.put(False)
+        worker.join()
 
 
 def _voice_kwargs(kwargs: dict) -> dict:

@@ -4,6 +4,10 @@ Random weights never emit the stop token, so every generation is capped with
 ``max_new_tokens``. Waveform lengths follow from the token counts (960 samples per
 speech token at 24 kHz)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from chatterbox_mlx import text as text_mod
 from chatterbox_mlx.constants import STREAM_CHUNK_SCHEDULE
 from chatterbox_mlx.params import ParameterError, parse_schedule
@@ -294,3 +298,36 @@ def test_flow_prompt_tokens_keeps_the_end_of_the_prompt(turbo):
         turbo.generate_stream("Hi.", flow_prompt_tokens=-3)
     with pytest.raises(ValueError, match="prompt_tokens must be None .* or an integer >= 0"):
         StreamingVocoder(s3gen, gen, 2, prompt_tokens=-1)
+
+
+EXIT_SNIPPET = """
+import sys
+import chatterbox_mlx
+from chatterbox_mlx.tts import ChatterboxTurboTTS
+from tests.helpers.sources import converted_dir
+model = ChatterboxTurboTTS.from_local(converted_dir("nano"), nano=True)
+stream = model.generate_stream("Hello there.", max_new_tokens=8, chunk_tokens=2, seed=0,
+                               watermark=False)
+if sys.argv[1] == "left open":
+    next(stream)
+else:
+    list(stream)
+print("streamed")
+"""
+
+
+ENDINGS = [("left open", 1), ("read to the end", 1), ("read to the end", 2), ("read to the end", 3)]
+
+
+@pytest.mark.parametrize(("ending", "run"), ENDINGS)
+def test_a_program_that_streamed_exits_cleanly(ending, run):
+    """MLX's cleanup for the stream's thread needs the interpreter: run while a finishing
+    program shuts it down, it aborted the process (exit 134, "terminate called without an
+    active exception"), always for a stream left open and in about half the runs for one
+    read to the end. The race is timing-dependent, hence three runs of the common case."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", EXIT_SNIPPET, ending],
+                          cwd=root, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "streamed" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr

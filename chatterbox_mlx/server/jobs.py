@@ -17,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import mlx.core as mx
+
 logger = logging.getLogger("chatterbox_mlx.server")
 
 DONE = "done"
@@ -150,6 +152,12 @@ class ModelWorker:
                 self._cond.wait()
 
     def _loop(self) -> None:
+        try:
+            self._run_jobs()
+        finally:
+            mx.clear_streams()  # MLX's state for this thread, while the interpreter runs
+
+    def _run_jobs(self) -> None:
         while (job := self._next_job()) is not None:
             started = time.perf_counter()
             job.started.set()
