@@ -13,6 +13,10 @@ CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
   ``mx.fast.scaled_dot_product_attention``;
 - ``elu`` (float32): ``activations.elu``, numpy expm1 -> ``mx.expm1``;
 - ``sin`` (float32): ``activations.sin``, numpy sin -> ``mx.sin``;
+- ``tanh`` (float32): ``activations.tanh``, numpy tanh -> ``mx.tanh``;
+- ``silu`` (float32): ``activations.silu``, numpy exp -> ``mlx.nn.silu``;
+- ``gelu_approx`` (float32, GPT-2's ``gelu_new``): ``activations.gelu_approx``, numpy
+  tanh -> ``mlx.nn.gelu_approx``;
 - ``cycle_phase`` (float32): ``activations.cycle_phase``, a float64 numpy cumsum -> a
   fixed-point int64 ``mx.cumsum`` on the default device;
 - ``polar_spectrum`` (float32, HiFT's output): ``activations.polar_spectrum``, numpy
@@ -108,11 +112,16 @@ def _numpy_path(*arrays: mx.array | None) -> bool:
 
 
 def attention(
-    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | None = None
+    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | str | None = None
 ) -> mx.array:
     """softmax(q k^T * scale + bias) v over ``[B, H, T, D]``; ``bias`` is additive and
-    broadcasts to ``[B, H, T, S]``."""
-    if _numpy_path(q, k, v, bias):
+    broadcasts to ``[B, H, T, S]``, or ``"causal"`` (as ``mx.fast``'s: the last query sees
+    every key). On the CPU in numpy, except for a single query, where ``mx.fast`` is
+    faster (0.11 against 0.19 ms over 400 keys and 16 heads)."""
+    if isinstance(bias, str) and bias != "causal":
+        raise ValueError(f'attention: bias must be an array, "causal" or None, got {bias!r}')
+    array_bias = None if isinstance(bias, str) else bias
+    if q.shape[2] > 1 and _numpy_path(q, k, v, array_bias):
         return _attention.attention(q, k, v, scale, bias)
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=bias)
 
@@ -140,6 +149,29 @@ def sin(x: mx.array) -> mx.array:
     if _numpy_path(x):
         return _activations.sin(x)
     return mx.sin(x)
+
+
+def tanh(x: mx.array) -> mx.array:
+    """``mx.tanh``; on the CPU numpy's (MLX's is scalar code there)."""
+    if _numpy_path(x):
+        return _activations.tanh(x)
+    return mx.tanh(x)
+
+
+def silu(x: mx.array) -> mx.array:
+    """SiLU (swish), x * sigmoid(x). On the CPU in numpy (MLX's ``sigmoid`` is scalar code
+    there: 16 ms for 300 x 4096 values, numpy's 0.6 ms)."""
+    if _numpy_path(x):
+        return _activations.silu(x)
+    return nn.silu(x)
+
+
+def gelu_approx(x: mx.array) -> mx.array:
+    """GELU's tanh approximation (GPT-2's ``gelu_new``). On the CPU in numpy (MLX's
+    ``tanh`` is scalar code there: 26 ms for 300 x 4096 values, numpy's 0.7 ms)."""
+    if _numpy_path(x):
+        return _activations.gelu_approx(x)
+    return nn.gelu_approx(x)
 
 
 _NORMAL_LOW = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))  # mx.random.normal's

@@ -290,6 +290,33 @@ def test_numpy_attention_matches_mx_fast_attention(with_bias, threaded, cpu_path
     assert kernel_calls["attention.attention"] == 1
 
 
+@pytest.mark.parametrize("cached", [0, 5])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_numpy_causal_attention_matches_mx_fast_causal(cached, kv_heads, cpu_paths,
+                                                       kernel_calls):  # fmt: skip
+    """T3's prefill: ``"causal"`` with the queries last among the keys (``cached`` keys
+    before them, as after an earlier call), against ``mx.fast``'s own causal mask; with
+    fewer key/value heads than query heads too (grouped-query attention)."""
+    rng = np.random.default_rng(6)
+    q = mx.array(rng.standard_normal((2, 4, 9, 8)).astype(np.float32))
+    shape = (2, kv_heads, 9 + cached, 8)
+    k, v = (mx.array(rng.standard_normal(shape).astype(np.float32)) for _ in "kv")
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask="causal")
+    assert_close(layers.attention(q, k, v, 0.35, "causal"), expected, RTOL, "causal attention")
+    assert kernel_calls["attention.attention"] == 1
+
+
+def test_a_single_query_attends_through_mx_fast(cpu_paths, kernel_calls):
+    """T3's decode step: one query, where ``mx.fast`` is the faster path on the CPU too."""
+    rng = np.random.default_rng(6)
+    q, k, v = (mx.array(rng.standard_normal((1, 4, n, 8)).astype(np.float32)) for n in (1, 7, 7))
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35)
+    assert_close(layers.attention(q, k, v, 0.35), expected, RTOL, "one query")
+    assert kernel_calls["attention.attention"] == 0
+    with pytest.raises(ValueError, match='"causal"'):
+        layers.attention(q, k, v, 0.35, "upper")
+
+
 def test_half_precision_attention_on_the_cpu_stays_in_mlx(cpu_paths, kernel_calls):
     # numpy has no bfloat16, so non-float32 inputs keep the MLX formulation; half
     # precision rounding (~1e-3) sets the tolerance
@@ -327,6 +354,16 @@ def test_numpy_elu_matches_mlx_expm1(cpu_paths, kernel_calls):
 def test_numpy_sin_matches_mlx(cpu_paths, kernel_calls):
     _assert_cpu_path_matches_mlx(layers.sin, _activation_input())
     assert kernel_calls["activations.sin"] == 1
+
+
+@pytest.mark.parametrize("name", ["tanh", "silu", "gelu_approx"])
+def test_numpy_tanh_silu_and_tanh_gelu_match_mlx(name, cpu_paths, kernel_calls):
+    """Far past every saturation too: exp(-x) overflows below x = -88 (SiLU's -0), and the
+    tanh GELU's cube overflows past 7e12."""
+    extremes = mx.array([-1e20, -100.0, -89.0, -20.0, 0.0, 1e-8, 20.0, 100.0, 1e20])
+    x = mx.concatenate([_activation_input().reshape(-1), extremes])
+    _assert_cpu_path_matches_mlx(getattr(layers, name), x)
+    assert kernel_calls[f"activations.{name}"] == 1
 
 
 def _source_increments(seconds: float, seed: int) -> np.ndarray:
@@ -538,9 +575,13 @@ def _every_dispatcher() -> list[mx.array]:
     conv.update({"weight": randn(4, 3, 4), "bias": randn(4)})
     return [
         layers.attention(q, k, v, 0.5, randn(1, 2, 5, 5)),
+        layers.attention(q, k, v, 0.5, "causal"),
         layers.mish(x),
         layers.elu(x),
         layers.sin(x),
+        layers.tanh(x),
+        layers.silu(x),
+        layers.gelu_approx(x),
         layers.cycle_phase(x),
         layers.polar_spectrum(randn(1, 5, 6), 3, 1e2),
         layers.random_normal((3, 4), mx.random.key(1)),

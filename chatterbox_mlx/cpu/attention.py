@@ -21,29 +21,38 @@ from .arrays import numpy_buffer
 
 
 def attention(
-    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | None = None
+    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | str | None = None
 ) -> mx.array:
     """softmax(q k^T * scale + bias) v over float32 ``[B, H, T, D]`` (``bias`` broadcast
-    to ``[B, H, T, S]``)."""
+    to ``[B, H, T, S]``, or ``"causal"``); ``k`` and ``v`` may have fewer heads, each
+    shared by consecutive query heads (grouped-query attention, as ``mx.fast``)."""
     q = q * scale
-    mx.eval(q, k, v, *(() if bias is None else (bias,)))
+    mx.eval(q, k, v, *(() if bias is None or isinstance(bias, str) else (bias,)))
     qn, kn, vn = (numpy_buffer(a) for a in (q, k, v))
     batch, heads, length, _ = qn.shape
+    if heads % kn.shape[1]:
+        raise ValueError(f"attention: {heads} query heads do not share {kn.shape[1]} kv heads")
+    group = heads // kn.shape[1]
+    if isinstance(bias, str):
+        bias = _causal_bias(length, kn.shape[2])
+    elif bias is not None:
+        bias = numpy_buffer(bias)
     if bias is not None:
-        bias = np.broadcast_to(numpy_buffer(bias), (batch, heads, length, kn.shape[2]))
+        bias = np.broadcast_to(bias, (batch, heads, length, kn.shape[2]))
     out = np.empty((batch, heads, length, vn.shape[-1]), np.float32)
 
     def attend(pairs):
         scores = np.empty((length, kn.shape[2]), np.float32)
         row_sums = np.empty((length, 1), np.float32)
         for b, h in pairs:
-            np.matmul(qn[b, h], kn[b, h].T, out=scores)
+            kv = h // group
+            np.matmul(qn[b, h], kn[b, kv].T, out=scores)
             if bias is not None:
                 scores += bias[b, h]
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             np.sum(scores, axis=-1, keepdims=True, out=row_sums)
-            np.matmul(scores, vn[b, h], out=out[b, h])
+            np.matmul(scores, vn[b, kv], out=out[b, h])
             out[b, h] /= row_sums
 
     pairs = [(b, h) for b in range(batch) for h in range(heads)]
@@ -54,6 +63,15 @@ def attention(
         else:
             attend(pairs)
     return mx.array(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_bias(length: int, keys: int) -> np.ndarray:
+    """``mx.fast``'s ``"causal"`` mask as an additive ``[length, keys]`` bias: query ``i``
+    sees the keys up to ``keys - length + i`` (the last query sees them all)."""
+    bias = np.triu(np.full((length, keys), -np.inf, np.float32), k=keys - length + 1)
+    bias.setflags(write=False)
+    return bias
 
 
 def _cpu_count() -> int:

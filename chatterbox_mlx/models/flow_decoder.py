@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import Conv1d, attention, gelu, mish
+from ..layers import Conv1d, attention, gelu, mish, silu
 from .flow_encoder import pad_time
 
 
@@ -181,7 +181,7 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = nn.Linear(dim, dim)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.linear_2(nn.silu(self.linear_1(x)))
+        return self.linear_2(silu(self.linear_1(x)))
 
 
 class ConditionalDecoder(nn.Module):

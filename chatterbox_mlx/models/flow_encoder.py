@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import Conv1d, attention
+from ..layers import Conv1d, attention, silu
 
 
 @dataclass
@@ -115,7 +115,7 @@ class FeedForward(nn.Module):
         self.w_2 = nn.Linear(hidden, dim)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.w_2(nn.silu(self.w_1(x)))
+        return self.w_2(silu(self.w_1(x)))
 
 
 class ConformerLayer(nn.Module):

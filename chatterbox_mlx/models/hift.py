@@ -30,6 +30,7 @@ from ..layers import (
     sin,
     snake,
     snake_conv1d,
+    tanh,
 )
 from ..weights import (
     CheckpointError,
@@ -202,7 +203,7 @@ class SourceModuleHnNSF(nn.Module):
         self, f0: mx.array, phase: mx.array | None = None, noise: mx.array | None = None
     ) -> mx.array:
         """f0 ``[B, L]`` -> excitation ``[B, L]``."""
-        return mx.tanh(self.l_linear(self.sine_waves(f0, phase, noise))).squeeze(-1)
+        return tanh(self.l_linear(self.sine_waves(f0, phase, noise))).squeeze(-1)
 
 
 def _check_shape(name: str, x: mx.array, shape: tuple[int, ...]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from ...layers import attention
+
 
 class KVCache:
     """Keys and values of one attention layer in a buffer allocated once.
@@ -31,15 +33,10 @@ class KVCache:
         return self.keys[:, :, :end, :], self.values[:, :, :end, :]
 
 
-def attention_mask(length: int, offset: int):
-    """Causal mask for ``length`` new queries after ``offset`` cached positions."""
-    if length == 1:
-        return None
-    if offset == 0:
-        return "causal"
-    q_pos = mx.arange(offset, offset + length)[:, None]
-    k_pos = mx.arange(offset + length)[None]
-    return k_pos <= q_pos
+def attention_mask(length: int) -> str | None:
+    """Causal mask for ``length`` new queries after the cached positions: none for one
+    query, else ``"causal"`` (the last query sees every key, cached ones included)."""
+    return None if length == 1 else "causal"
 
 
 def split_heads(x: mx.array, num_heads: int) -> mx.array:
@@ -56,4 +53,4 @@ def attend(q, k, v, cache: KVCache | None, scale: float, mask) -> mx.array:
     """Attention of the new queries over the cached and new keys/values, heads merged."""
     if cache is not None:
         k, v = cache.update(k, v)
-    return merge_heads(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask))
+    return merge_heads(attention(q, k, v, scale, mask))

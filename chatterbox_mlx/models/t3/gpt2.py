@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...layers import Linear
+from ...layers import Linear, gelu_approx
 from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
@@ -32,7 +32,7 @@ class GPT2MLP(nn.Module):
         self.c_proj = Linear(config.intermediate_size, config.hidden_size)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.c_proj(nn.gelu_approx(self.c_fc(x)))  # gelu_approx is gelu_new
+        return self.c_proj(gelu_approx(self.c_fc(x)))  # gelu_approx is gelu_new
 
 
 class GPT2Block(nn.Module):
@@ -60,7 +60,7 @@ class GPT2Backbone(nn.Module):
     def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         offset = cache[0].offset if cache else 0
         x = x + self.wpe(mx.arange(offset, offset + x.shape[1]))
-        mask = attention_mask(x.shape[1], offset)
+        mask = attention_mask(x.shape[1])
         for i, block in enumerate(self.h):
             x = block(x, mask, cache[i] if cache else None)
         return self.ln_f(x)

@@ -8,7 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ...layers import Linear
+from ...layers import Linear, silu
 from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
@@ -71,7 +71,7 @@ class LlamaMLP(nn.Module):
         self.down_proj = Linear(hidden, dim, bias=False)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class LlamaLayer(nn.Module):
@@ -105,7 +105,7 @@ class LlamaBackbone(nn.Module):
     def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         offset = cache[0].offset if cache else 0
         cos, sin = self.rope(offset, x.shape[1])
-        mask = attention_mask(x.shape[1], offset)
+        mask = attention_mask(x.shape[1])
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache[i] if cache else None)
         return self.norm(x)
