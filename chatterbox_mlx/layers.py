@@ -9,8 +9,8 @@ formulations too.
 
 CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
 
-- ``attention`` (float32): ``attention``, numpy with the heads spread over the cores ->
-  ``mx.fast.scaled_dot_product_attention``;
+- ``attention`` (float32, more than one query): ``attention``, numpy with the heads
+  spread over the cores -> ``mx.fast.scaled_dot_product_attention``;
 - ``elu`` (float32): ``activations.elu``, numpy expm1 -> ``mx.expm1``;
 - ``sin`` (float32): ``activations.sin``, numpy sin -> ``mx.sin``;
 - ``tanh`` (float32): ``activations.tanh``, numpy tanh -> ``mx.tanh``;
