@@ -5,7 +5,11 @@
 
 The checkpoint is an original-layout directory (default: the full-size random checkpoint
 the tests build; speed does not depend on weight values). Random weights never emit the
-stop token, so both sides generate exactly ``--tokens`` speech tokens. Each side runs in
+stop token, so both sides generate exactly ``--tokens`` speech tokens. So that the flow and
+HiFT get the same work on both sides, the ids a random T3 samples outside the speech
+vocabulary (English's and Multilingual's 8194 ids: about a fifth of them, a different
+number on each side), which a pipeline drops, are folded into it (``% 6561``), and Turbo's
+three silence tokens are appended on both sides, as both pipelines do. Each side runs in
 its own process (the reference in ``.refenv``), so peak resident memory is per process.
 Prints per-stage medians, the ratio reference / ours (> 1: we are faster) and the
 real-time factor.
@@ -41,6 +45,7 @@ REFERENCE = textwrap.dedent(
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     import torch.nn.functional as F
     import perth
+    from chatterbox.models.s3gen.const import S3GEN_SIL
     if args["dummy_watermarker"]:  # watermarking is outside the timed stages
         perth.PerthImplicitWatermarker = perth.DummyWatermarker
     import pyloudnorm  # numpy 2 makes Turbo's loudness a float64 the S3Tokenizer rejects
@@ -84,7 +89,10 @@ REFERENCE = textwrap.dedent(
                 tt = model.tokenizer(text, return_tensors="pt").input_ids.to(device)
                 tokens = model.t3.inference_turbo(model.conds.t3, tt, max_gen_len=n_tok - 1)
                 steps = 2
-            tokens = tokens[tokens < 6561].reshape(1, -1)
+            tokens = tokens.reshape(-1) % 6561  # the same count on both sides: see above
+            if variant != "english":
+                tokens = torch.cat([tokens, torch.full((3,), S3GEN_SIL, dtype=tokens.dtype)])
+            tokens = tokens.reshape(1, -1)
             sync()
             t2 = time.perf_counter()
             mel = model.s3gen.flow_inference(tokens, ref_dict=model.conds.gen,
@@ -136,7 +144,7 @@ OURS = textwrap.dedent(
         text_tokens = model._encode(args["text"], None)
         steps = model.t3.generate_steps(model.conds.t3, text_tokens, model._sampler(params),
                                         max_new_tokens=n_tok)
-        tokens = [s.token for s in steps if s.token < 6561] + list(spec.tail_tokens)
+        tokens = [s.token % 6561 for s in steps] + list(spec.tail_tokens)  # see the docstring
         tokens = mx.array(tokens, dtype=mx.int32)
         t2 = time.perf_counter()
         mel = model.s3gen.flow_inference(tokens, model.conds.gen, spec.flow_steps)
@@ -251,6 +259,11 @@ def main() -> None:
         ms = 1e3 * statistics.median(r["t3"]) / args.tokens
         t3_row += f"{ms:>12.1f}{statistics.median(ref['t3']) / statistics.median(r['t3']):>8.2f}"
     print(t3_row)
+    for key, label in (("tokens", "speech tokens to flow"), ("audio_s", "audio (s)")):
+        row = f"{label:<22}{statistics.median(ref[key]):>12.4g}"
+        for r in ours.values():
+            row += f"{statistics.median(r[key]):>12.4g}{'':>8}"
+        print(row)
     audio_s = statistics.median(ref["audio_s"])
     rtf = f"{'RTF (total / audio)':<22}{statistics.median(ref['total']) / audio_s:>12.2f}"
     for r in ours.values():
