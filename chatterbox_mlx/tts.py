@@ -598,7 +598,8 @@ def _consume_on_own_thread(stream: Iterator[mx.array]) -> Iterator[mx.array]:
             yield item
     finally:
         requests.put(False)
-        worker.join()
+        if threading.current_thread() is not worker:  # a garbage collection may run there
+            worker.join()
 
 
 def _voice_kwargs(kwargs: dict) -> dict:
