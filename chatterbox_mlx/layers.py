@@ -120,6 +120,11 @@ def attention(
     faster (0.11 against 0.19 ms over 400 keys and 16 heads)."""
     if isinstance(bias, str) and bias != "causal":
         raise ValueError(f'attention: bias must be an array, "causal" or None, got {bias!r}')
+    if isinstance(bias, str) and q.shape[2] > k.shape[2]:
+        raise ValueError(
+            f'attention: "causal" needs at least as many keys as queries, got {q.shape[2]} '
+            f"queries and {k.shape[2]} keys (the first queries would see no key)"
+        )
     array_bias = None if isinstance(bias, str) else bias
     if q.shape[2] > 1 and _numpy_path(q, k, v, array_bias):
         return _attention.attention(q, k, v, scale, bias)
@@ -152,7 +157,8 @@ def sin(x: mx.array) -> mx.array:
 
 
 def tanh(x: mx.array) -> mx.array:
-    """``mx.tanh``; on the CPU numpy's (MLX's is scalar code there)."""
+    """``mx.tanh``; on the CPU numpy's (MLX's is scalar code there: 17 ms for 300 x 4096
+    values, numpy's 0.2 ms)."""
     if _numpy_path(x):
         return _activations.tanh(x)
     return mx.tanh(x)

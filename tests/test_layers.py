@@ -315,6 +315,8 @@ def test_a_single_query_attends_through_mx_fast(cpu_paths, kernel_calls):
     assert kernel_calls["attention.attention"] == 0
     with pytest.raises(ValueError, match='"causal"'):
         layers.attention(q, k, v, 0.35, "upper")
+    with pytest.raises(ValueError, match="at least as many keys as queries, got 7 queries and 1"):
+        layers.attention(k, q, q, 0.35, "causal")
 
 
 def test_half_precision_attention_on_the_cpu_stays_in_mlx(cpu_paths, kernel_calls):
