@@ -222,7 +222,7 @@ def main() -> None:
     converted = converted_dir(args.variant)
     source = args.checkpoint or converted.parent / f"source-{args.variant}-seed0"
     if args.checkpoint:
-        from chatterbox_mlx.convert import convert
+        from chatterbox_mlx.checkpoints.convert import convert
 
         converted = Path(tempfile.mkdtemp()) / "converted"
         convert(args.checkpoint, converted)

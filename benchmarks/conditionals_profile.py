@@ -94,8 +94,9 @@ def our_profile(voice: str, repeats: int, state: dict) -> dict:
     import mlx.core as mx
     # isort: on
 
-    from chatterbox_mlx import audio, conditionals
+    from chatterbox_mlx import audio
     from chatterbox_mlx.tts import ChatterboxTTS
+    from chatterbox_mlx.voice import prepare as conditionals
 
     from tests.helpers.sources import converted_dir
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import chatterbox_mlx  # noqa: E402,F401  (BLAS before mlx.core)
 
 # isort: split
-from chatterbox_mlx import layers  # noqa: E402
+from chatterbox_mlx.models import layers  # noqa: E402
 from chatterbox_mlx.models.flow import load_flow  # noqa: E402
 
 import mlx.core as mx  # noqa: E402

@@ -46,8 +46,7 @@ def run_ours(seconds: float, repeats: int) -> tuple[float, str]:
     import mlx.core as mx
     # isort: on
 
-    from chatterbox_mlx import layers
-    from chatterbox_mlx.models import hift
+    from chatterbox_mlx.models import hift, layers
 
     model = hift.load(checkpoint())
     mel = mx.array(make_mel(seconds))

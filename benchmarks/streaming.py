@@ -37,7 +37,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chatterbox_mlx.params import parse_schedule  # noqa: E402
-from chatterbox_mlx.streaming import StreamingVocoder, chunk_sizes  # noqa: E402
+from chatterbox_mlx.pipeline.streaming import StreamingVocoder, chunk_sizes  # noqa: E402
 from chatterbox_mlx.tts import ChatterboxTTS, ChatterboxTurboTTS  # noqa: E402
 from benchmarks.common import make_voice  # noqa: E402
 from tests.helpers.sources import converted_dir  # noqa: E402

@@ -23,7 +23,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chatterbox_mlx.models.t3 import T3, T3Cond, T3Config, load_t3, quantize_t3  # noqa: E402
-from chatterbox_mlx.weights import load_safetensors  # noqa: E402
+from chatterbox_mlx.models.weights import load_safetensors  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
 
 CONFIGS = {"cfg": T3Config.english, "turbo": T3Config.turbo, "nano": T3Config.nano}

@@ -33,7 +33,7 @@ from chatterbox_mlx.models.t3 import (  # noqa: E402
     load_t3,
     quantize_t3,
 )
-from chatterbox_mlx.weights import load_safetensors  # noqa: E402
+from chatterbox_mlx.models.weights import load_safetensors  # noqa: E402
 from tests.helpers.checkpoints import cached_checkpoint  # noqa: E402
 
 CONFIGS = {"cfg": T3Config.english, "turbo": T3Config.turbo, "nano": T3Config.nano}

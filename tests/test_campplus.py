@@ -14,7 +14,12 @@ from chatterbox_mlx.models.campplus import (
     sanitize,
     segment_means,
 )
-from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict, strip_prefix
+from chatterbox_mlx.models.weights import (
+    CheckpointError,
+    load_safetensors,
+    load_strict,
+    strip_prefix,
+)
 
 import mlx.core as mx
 import numpy as np

@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 
 from chatterbox_mlx.audio import AudioError
-from chatterbox_mlx.conditionals import (
-    Conditionals,
-    GenCond,
-    PromptSettings,
-    prepare_conditionals,
-    prepare_gen_conditionals,
-)
 from chatterbox_mlx.models import campplus as cp
 from chatterbox_mlx.models import s3tokenizer as s3
 from chatterbox_mlx.models import voice_encoder as ve
 from chatterbox_mlx.models.t3 import T3Cond
-from chatterbox_mlx.weights import load_safetensors, load_strict, strip_prefix
+from chatterbox_mlx.models.weights import load_safetensors, load_strict, strip_prefix
+from chatterbox_mlx.variants import PromptSettings
+from chatterbox_mlx.voice.conditionals import Conditionals, GenCond
+from chatterbox_mlx.voice.prepare import prepare_conditionals, prepare_gen_conditionals
 
 import mlx.core as mx
 import numpy as np

@@ -1,4 +1,4 @@
-"""The converter (chatterbox_mlx.convert), the variant registry and model resolution (hub).
+"""The converter (checkpoints.convert), the variant registry and model resolution (hub).
 
 Full-size, real-layout random checkpoints (tests/helpers/checkpoints.py) of every
 variant are converted once per module; each network's converted parameters are compared
@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from chatterbox_mlx import checkpoint, convert, hub, originals
+from chatterbox_mlx.checkpoints import convert, hub, originals
+from chatterbox_mlx.checkpoints import layout as checkpoint
+from chatterbox_mlx.models.weights import CheckpointError, fold_weight_norm, strip_prefix
 from chatterbox_mlx.variants import VARIANTS, UnknownVariantError, detect_variant, get_variant
-from chatterbox_mlx.weights import CheckpointError, fold_weight_norm, strip_prefix
 
 import mlx.core as mx
 import numpy as np
@@ -110,7 +111,7 @@ def test_output_files_and_config(converted):
     # provenance: every source file read, with its hash
     files = config["source"]["files"]
     assert set(files) == {*var.weight_files, "conds.pt", *config["tokenizer_files"]}
-    assert files["conds.pt"]["sha256"] == originals.sha256_file(source / "conds.pt")
+    assert files["conds.pt"]["sha256"] == originals.cached_sha256(source / "conds.pt")
     assert files[var.ve_file]["size"] == (source / var.ve_file).stat().st_size
     # tokenizer files copied byte for byte
     expected_tok = [*var.tokenizer_files, *var.optional_files]
@@ -263,7 +264,7 @@ def test_load_components(converted, monkeypatch):
         assert sorted(loaded) == sorted(stored), net.name
         key = sorted(stored)[0]
         assert mx.array_equal(loaded[key], stored[key]).item()
-    from chatterbox_mlx.conditionals import Conditionals
+    from chatterbox_mlx.voice.conditionals import Conditionals
 
     assert isinstance(parts.conds, Conditionals)
     assert parts.conds.t3.speaker_emb.shape == (1, 256)
@@ -769,7 +770,7 @@ def test_loading_refuses_a_non_finite_builtin_voice(tmp_path):
 def test_finiteness_is_checked_in_batches(monkeypatch, dtype):
     """One reduction per tensor, ``FINITE_BATCH`` tensors per evaluation (not one each),
     on the numpy path (float32/16 on the CPU) and the MLX one (bfloat16) alike."""
-    from chatterbox_mlx import weights as weights_mod
+    from chatterbox_mlx.models import weights as weights_mod
 
     evaluated = []
     real_eval = mx.eval

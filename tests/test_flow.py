@@ -20,7 +20,7 @@ from chatterbox_mlx.models.flow import (
 )
 from chatterbox_mlx.models.flow_decoder import DecoderConfig
 from chatterbox_mlx.models.flow_encoder import EncoderConfig
-from chatterbox_mlx.weights import CheckpointError, load_strict
+from chatterbox_mlx.models.weights import CheckpointError, load_strict
 
 import mlx.core as mx
 import numpy as np
@@ -253,7 +253,7 @@ def test_full_solve(full_models, golden_full, name):
 
 
 def test_meanflow_file_needs_meanflow_config():
-    from chatterbox_mlx.weights import load_safetensors, strip_prefix
+    from chatterbox_mlx.models.weights import load_safetensors, strip_prefix
 
     weights = strip_prefix(load_safetensors(cached_checkpoint("s3gen_meanflow")), "flow.")
     assert MIXER_KEY in weights

@@ -1,4 +1,4 @@
-"""Output formats (chatterbox_mlx.formats): every format decodes back with libsndfile to
+"""Output formats (chatterbox_mlx.audio.formats): every format decodes back with libsndfile to
 the right duration and rate, files equal bytes, streams decode whole, errors are clear."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 import os
 import stat
 
-from chatterbox_mlx import formats as F
+from chatterbox_mlx.audio import formats as F
 
 import numpy as np
 import pytest
@@ -268,7 +268,7 @@ def test_bad_audio_shapes_and_rates(tmp_path):
 def test_writer_on_a_really_full_disk_is_one_clean_error(tiny_filesystem, capfd, fmt):
     """libsndfile writes through Python callbacks: an OSError raised inside one would be
     printed by cffi as a traceback per call. The writer keeps it and raises it once."""
-    from chatterbox_mlx.formats import AudioFileWriter, FormatError
+    from chatterbox_mlx.audio.formats import AudioFileWriter, FormatError
 
     chunk = np.random.default_rng(0).uniform(-0.5, 0.5, 24000).astype(np.float32)
     with pytest.raises(FormatError, match="No space left on device") as err:

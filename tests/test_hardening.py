@@ -20,15 +20,15 @@ from dataclasses import replace
 
 from chatterbox_mlx import text as text_mod
 from chatterbox_mlx.audio import AudioError
-from chatterbox_mlx.checks import NonFiniteError
-from chatterbox_mlx.conditionals import Conditionals
 from chatterbox_mlx.params import ParameterError
+from chatterbox_mlx.pipeline.checks import NonFiniteError
 from chatterbox_mlx.tts import (
     ChatterboxMultilingualTTS,
     ChatterboxTTS,
     ChatterboxTurboTTS,
     ChatterboxVC,
 )
+from chatterbox_mlx.voice.conditionals import Conditionals
 
 import mlx.core as mx
 import numpy as np

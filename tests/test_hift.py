@@ -20,7 +20,7 @@ Tolerances (max abs error relative to the reference's max abs value):
 from chatterbox_mlx import cpu
 from chatterbox_mlx.cpu import conv as cpu_conv
 from chatterbox_mlx.models import hift
-from chatterbox_mlx.weights import CheckpointError
+from chatterbox_mlx.models.weights import CheckpointError
 
 import mlx.core as mx
 import numpy as np

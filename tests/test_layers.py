@@ -1,5 +1,5 @@
 """The CPU boundary: every CPU-only path in chatterbox_mlx.cpu against the MLX formulation
-that chatterbox_mlx.layers runs on a GPU, and the switch that turns all of them off.
+that chatterbox_mlx.models.layers runs on a GPU, and the switch that turns all of them off.
 
 Tests named ``*_matches_*`` force the CPU paths on (``cpu.switch(True)``), so they check
 the formulations whatever CHATTERBOX_MLX_CPU_KERNELS says; the others run the layers as the
@@ -17,11 +17,12 @@ import subprocess
 import sys
 
 import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
-from chatterbox_mlx import cpu, layers
+from chatterbox_mlx import cpu
 from chatterbox_mlx.cpu import activations as cpu_activations
 from chatterbox_mlx.cpu import blas
 from chatterbox_mlx.cpu import conv as cpu_conv
 from chatterbox_mlx.cpu import linear as cpu_linear
+from chatterbox_mlx.models import layers
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -700,8 +701,9 @@ def _import_state(value: str | None) -> subprocess.CompletedProcess:
     if value is not None:
         env[cpu.ENV_VAR] = value
     code = (
-        "import chatterbox_mlx.cpu.blas as b, chatterbox_mlx; from chatterbox_mlx import cpu, "
-        "layers; print(cpu.enabled(), layers.cpu_kernels_active(), b.status.split()[0])"
+        "import chatterbox_mlx.cpu.blas as b, chatterbox_mlx; from chatterbox_mlx import cpu; "
+        "from chatterbox_mlx.models import layers; "
+        "print(cpu.enabled(), layers.cpu_kernels_active(), b.status.split()[0])"
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=120)  # fmt: skip

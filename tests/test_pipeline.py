@@ -10,15 +10,15 @@ from pathlib import Path
 
 from chatterbox_mlx import text as text_mod
 from chatterbox_mlx.constants import STREAM_CHUNK_SCHEDULE
+from chatterbox_mlx.models.weights import CheckpointError
 from chatterbox_mlx.params import ParameterError, parse_schedule
-from chatterbox_mlx.streaming import StreamingVocoder, chunk_sizes
+from chatterbox_mlx.pipeline.streaming import StreamingVocoder, chunk_sizes
 from chatterbox_mlx.tts import (
     ChatterboxMultilingualTTS,
     ChatterboxTTS,
     ChatterboxTurboTTS,
     ChatterboxVC,
 )
-from chatterbox_mlx.weights import CheckpointError
 
 import mlx.core as mx
 import numpy as np

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from chatterbox_mlx.playback import PlaybackError, Player
+from chatterbox_mlx.cli.playback import PlaybackError, Player
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 
 import io
 
-from chatterbox_mlx.progress import Progress
+from chatterbox_mlx.pipeline.progress import Progress
 
 from rich.console import Console
 

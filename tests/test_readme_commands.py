@@ -25,13 +25,13 @@ SEPARATORS = {"&&", "||", ";", "|", "&"}
 
 
 def generate_parser():
-    from chatterbox_mlx.generate import build_parser
+    from chatterbox_mlx.cli.main import build_parser
 
     return build_parser()
 
 
 def convert_parser():
-    from chatterbox_mlx.convert import build_parser
+    from chatterbox_mlx.checkpoints.convert import build_parser
 
     return build_parser()
 
@@ -43,7 +43,7 @@ def serve_parser():
 
 
 def voice_parser():
-    from chatterbox_mlx.generate import build_voice_parser
+    from chatterbox_mlx.cli.main import build_voice_parser
 
     return build_voice_parser()
 
@@ -51,7 +51,7 @@ def voice_parser():
 # Our programs -> their parser. A README command of ours missing here fails the test.
 MODULE_PARSERS = {
     "chatterbox_mlx.generate": generate_parser,
-    "chatterbox_mlx.convert": convert_parser,
+    "chatterbox_mlx.checkpoints.convert": convert_parser,
     "chatterbox_mlx.server": serve_parser,
 }
 SCRIPT_PARSERS = {"convert.py": convert_parser}

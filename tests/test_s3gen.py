@@ -5,10 +5,10 @@ Golden: tests/reference/gen_s3gen.py (HiFT's output gain scaled so the waveform 
 clamped; the source stays unvoiced, so no phase drift: the voiced path is in test_hift).
 Tolerance 1e-4 relative, the project's float32 target."""
 
-from chatterbox_mlx.conditionals import GenCond
 from chatterbox_mlx.models import hift as hift_mod
 from chatterbox_mlx.models.flow import load_flow
-from chatterbox_mlx.s3gen import S3Gen, drop_invalid_tokens
+from chatterbox_mlx.pipeline.s3gen import S3Gen, drop_invalid_tokens
+from chatterbox_mlx.voice.conditionals import GenCond
 
 import mlx.core as mx
 import numpy as np

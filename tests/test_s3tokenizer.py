@@ -16,7 +16,12 @@ from chatterbox_mlx.models.s3tokenizer import (
     pad_to_token_multiple,
     sanitize,
 )
-from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict, strip_prefix
+from chatterbox_mlx.models.weights import (
+    CheckpointError,
+    load_safetensors,
+    load_strict,
+    strip_prefix,
+)
 
 import mlx.core as mx
 import numpy as np

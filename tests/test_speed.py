@@ -1,4 +1,4 @@
-"""Pitch-preserving speed control (chatterbox_mlx.speed) on real speech from espeak-ng.
+"""Pitch-preserving speed control (chatterbox_mlx.audio.speed) on real speech from espeak-ng.
 
 The helpers here (espeak-ng speech, a YIN pitch tracker) are also what
 benchmarks/speed.py measures the candidate libraries with."""
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from chatterbox_mlx import audio
-from chatterbox_mlx.speed import check_speed, time_stretch
+from chatterbox_mlx.audio.speed import check_speed, time_stretch
 
 import numpy as np
 import pytest

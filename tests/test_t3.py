@@ -22,7 +22,7 @@ from chatterbox_mlx.models.t3 import (
     sanitize,
 )
 from chatterbox_mlx.models.t3 import sampling as smp
-from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict
+from chatterbox_mlx.models.weights import CheckpointError, load_safetensors, load_strict
 
 import mlx.core as mx
 import mlx.nn as nn

@@ -1,12 +1,12 @@
-"""The torch-free reader of torch.save archives (chatterbox_mlx.torch_pickle)."""
+"""The torch-free reader of torch.save archives (chatterbox_mlx.checkpoints.torch_pickle)."""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
 
-from chatterbox_mlx import torch_pickle
-from chatterbox_mlx.torch_pickle import TorchArchiveError, UnsafePickleError
+from chatterbox_mlx.checkpoints import torch_pickle
+from chatterbox_mlx.checkpoints.torch_pickle import TorchArchiveError, UnsafePickleError
 
 import numpy as np
 import pytest

@@ -48,7 +48,7 @@ def test_from_pretrained_takes_a_device_not_a_repo(monkeypatch):
         seen.update(name=name, variant=variant)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr("chatterbox_mlx.hub.load_components", fake_load)
+    monkeypatch.setattr("chatterbox_mlx.checkpoints.hub.load_components", fake_load)
     try:
         with pytest.raises(RuntimeError, match="stop here"):
             ChatterboxTTS.from_pretrained("mps")

@@ -16,7 +16,7 @@ from chatterbox_mlx.models.voice_encoder import (
     num_partials,
     sanitize,
 )
-from chatterbox_mlx.weights import CheckpointError, load_safetensors, load_strict
+from chatterbox_mlx.models.weights import CheckpointError, load_safetensors, load_strict
 
 import mlx.core as mx
 import numpy as np

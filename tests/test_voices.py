@@ -19,11 +19,12 @@ import sys
 from datetime import datetime, timezone
 
 import chatterbox_mlx
-from chatterbox_mlx import voices
-from chatterbox_mlx.conditionals import Conditionals, GenCond
-from chatterbox_mlx.convert import save_conds
+from chatterbox_mlx.checkpoints.convert import save_conds
+from chatterbox_mlx.files import sha256_file
 from chatterbox_mlx.models.t3 import T3Cond
-from chatterbox_mlx.voices import (
+from chatterbox_mlx.voice import voice_file as voices
+from chatterbox_mlx.voice.conditionals import Conditionals, GenCond
+from chatterbox_mlx.voice.voice_file import (
     FAMILY_CFG,
     FAMILY_TURBO,
     VoiceFileError,
@@ -31,7 +32,6 @@ from chatterbox_mlx.voices import (
     is_voice_file,
     load_voice,
     save_voice,
-    sha256_file,
 )
 
 import mlx.core as mx
@@ -208,7 +208,7 @@ def test_loading_runs_no_encoder(saved):
     """load_voice must not touch the S3Tokenizer, CAMPPlus or VoiceEncoder (not even import
     them): a fresh interpreter loads a voice and reports which model modules it imported."""
     code = (
-        "import sys, chatterbox_mlx.voices as v\n"
+        "import sys, chatterbox_mlx.voice.voice_file as v\n"
         f"voice = v.load_voice({str(saved)!r}, family='cfg')\n"
         "assert voice.conds.t3 is not None\n"
         "print(' '.join(m for m in sys.modules if m.startswith('chatterbox_mlx.models')))\n"

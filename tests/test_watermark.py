@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from chatterbox_mlx import watermark
 from chatterbox_mlx.models.perth import PerthConfig, PerthNet, sanitize
-from chatterbox_mlx.watermark import Watermarker, WatermarkWeightsNotFound
-from chatterbox_mlx.weights import CheckpointError, load_strict
+from chatterbox_mlx.models.weights import CheckpointError, load_strict
+from chatterbox_mlx.pipeline import watermark
+from chatterbox_mlx.pipeline.watermark import Watermarker, WatermarkWeightsNotFound
 
 import mlx.core as mx
 import numpy as np

@@ -7,8 +7,11 @@ Time-frequency outputs are channels-last: ``[batch, frames, bins]``.
 Modules (imports run down this list, never up): ``common`` (``AudioError``),
 ``spectral`` (STFT/iSTFT, framing), ``features`` (the four feature extractors, mel
 filterbanks, silence trimming), ``resampling`` (soxr, torchaudio's sinc), ``loudness``
-(BS.1770 loudness, normalization), ``io`` (reading, validating and writing audio files).
-Every public name is re-exported here: ``from chatterbox_mlx import audio; audio.stft(...)``.
+(BS.1770 loudness, normalization), ``io`` (reading and validating audio files),
+``encoder`` and ``formats`` (writing WAV, FLAC, MP3, Opus and PCM, whole or streamed),
+``speed`` (time stretch). ``formats`` and ``speed`` are imported by their own names
+(``chatterbox_mlx.audio.formats``); everything else is re-exported here:
+``from chatterbox_mlx import audio; audio.stft(...)``.
 """
 
 from .common import AudioError
@@ -20,7 +23,7 @@ from .features import (
     voice_encoder_mel,
     whisper_log_mel,
 )
-from .io import check_audio, load_audio, save_audio
+from .io import check_audio, load_audio
 from .loudness import loudness_lufs, normalize_loudness
 from .resampling import resample, resample_sinc
 from .spectral import frame_signal, hann_window, istft, stft
@@ -39,7 +42,6 @@ __all__ = [
     "resample",
     "resample_sinc",
     "s3gen_mel",
-    "save_audio",
     "stft",
     "trim_silence",
     "voice_encoder_mel",

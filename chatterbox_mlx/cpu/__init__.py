@@ -3,7 +3,7 @@
 MLX's CPU backend runs its elementwise ``exp``/``sin``/``erf`` as scalar code, its dilated
 and transposed convolutions as direct loops, and hands every matrix product to BLAS
 ``sgemm``. The modules here compute the same results by formulations that are faster on
-the CPU; the networks never call them directly. ``chatterbox_mlx.layers`` dispatches to
+the CPU; the networks never call them directly. ``chatterbox_mlx.models.layers`` dispatches to
 them when the default device is the CPU and the switch is on, and to the MLX formulation
 (the one Apple GPUs run) otherwise:
 
@@ -60,7 +60,7 @@ _enabled = _read_switch(os.environ.get(ENV_VAR))
 def enabled() -> bool:
     """Whether the CPU-only paths are switched on (``CHATTERBOX_MLX_CPU_KERNELS``, or the
     innermost ``switch``). They run only where the default device is the CPU as well:
-    ``chatterbox_mlx.layers.cpu_kernels_active()`` asks both."""
+    ``chatterbox_mlx.models.layers.cpu_kernels_active()`` asks both."""
     return _enabled
 
 

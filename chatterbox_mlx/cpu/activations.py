@@ -4,7 +4,7 @@ tanh GELU through numpy's vectorised functions (3-40x faster here; Snake was 40%
 vocoder's time, the tanh GELU 35% of Turbo T3's prefill), exact GELU through an erf polynomial
 that ``mx.compile`` fuses, the sine source's phase (a float64 running sum in numpy:
 14 -> 3 ms for 4 s of audio) and noise (MLX's erfinv polynomial: 17 -> 6 ms), and HiFT's
-output spectrum (14 -> 0.8 ms). The GPU formulations are in ``chatterbox_mlx.layers``.
+output spectrum (14 -> 0.8 ms). The GPU formulations are in ``chatterbox_mlx.models.layers``.
 """
 
 from __future__ import annotations

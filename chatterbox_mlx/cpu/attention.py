@@ -5,7 +5,7 @@ in cache between the two products and the softmax, and numpy's bundled OpenBLAS 
 these small products faster than the system one MLX uses (the English estimator step, 56
 attentions over 700 frames with batch 2: 4.0 -> 2.6 s on 2 cores; T3's causal prefill
 over 300 positions and 16 heads: 15 -> 1.9 ms a layer). The GPU formulation
-is ``mx.fast.scaled_dot_product_attention`` (``chatterbox_mlx.layers.attention``).
+is ``mx.fast.scaled_dot_product_attention`` (``chatterbox_mlx.models.layers.attention``).
 """
 
 from __future__ import annotations

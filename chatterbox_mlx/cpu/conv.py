@@ -24,7 +24,7 @@ compute the same results, to float32 rounding:
 - ``fsmn_memory`` (S3Tokenizer): a depthwise convolution plus its input, in numpy a block
   of rows at a time, in cache (20-27 -> 6.5 ms per layer; 3x the MLX loop).
 
-Only ``chatterbox_mlx.layers`` calls these, after checking the shapes; on a GPU it runs
+Only ``chatterbox_mlx.models.layers`` calls these, after checking the shapes; on a GPU it runs
 ``mx.conv1d`` / ``mx.conv_transpose1d`` / ``mx.conv2d`` and the MLX FSMN loop instead.
 """
 

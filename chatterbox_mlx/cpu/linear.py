@@ -14,7 +14,7 @@ layers take 65 ms this way against 125 ms as one ``sgemm``, four rows 90 against
 eight rows lose (166 against 125). This evaluates the input: decoding evaluates once
 per layer instead of once per token, a few milliseconds against tens saved. More rows,
 up to ``DECODE_ROWS``, go weight-first. The GPU runs ``mlx.nn.Linear``
-(``chatterbox_mlx.layers.Linear``).
+(``chatterbox_mlx.models.layers.Linear``).
 """
 
 from __future__ import annotations

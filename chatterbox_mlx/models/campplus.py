@@ -7,7 +7,7 @@ statistics pooling and a dense layer. BatchNorm always uses the stored running s
 
 Layout is channels-last: features ``[B, T, F]``, hidden sequences ``[B, T, C]``, and the
 FCM's 2-D maps ``[B, T, F, C]`` (time outermost; torch has ``[B, C, F, T]``). The
-convolutions are ``chatterbox_mlx.layers``' (gathers + matmuls on the CPU, where MLX's own
+convolutions are ``chatterbox_mlx.models.layers``' (gathers + matmuls on the CPU, where MLX's own
 kernels are slow for dilated and 2-D convolutions).
 """
 
@@ -21,11 +21,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import layers
-from ..config_utils import from_dict
 from ..constants import S3_SR
-from ..layers import Conv1d
-from ..weights import conv1d_weight, conv2d_weight
+from . import layers
+from .config_utils import from_dict
+from .layers import Conv1d
+from .weights import conv1d_weight, conv2d_weight
 
 
 @dataclass

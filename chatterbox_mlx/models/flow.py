@@ -25,12 +25,12 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import layers
-from ..config_utils import from_dict
 from ..constants import MEL_FRAMES_PER_TOKEN, SPEECH_VOCAB_SIZE
-from ..weights import load_safetensors, load_strict, strip_prefix
+from . import layers
+from .config_utils import from_dict
 from .flow_decoder import ConditionalDecoder, DecoderConfig, sanitize_decoder_key
 from .flow_encoder import EncoderConfig, UpsampleConformerEncoder, sanitize_encoder_key
+from .weights import load_safetensors, load_strict, strip_prefix
 
 MIXER_KEY = "decoder.estimator.time_embed_mixer.weight"
 

@@ -9,7 +9,7 @@ unpadded ``[batch, time, channels]``, so the reference's masks are all ones and
 are left out.
 
 The estimator runs 20 times per English utterance; its attention, Mish, GELU and
-convolutions come from ``chatterbox_mlx.layers``, which picks the faster CPU formulation
+convolutions come from ``chatterbox_mlx.models.layers``, which picks the faster CPU formulation
 on the CPU backend.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import Conv1d, attention, gelu, mish, silu
 from .flow_encoder import pad_time
+from .layers import Conv1d, attention, gelu, mish, silu
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..layers import Conv1d, attention, silu
+from .layers import Conv1d, attention, silu
 
 
 @dataclass

@@ -18,9 +18,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .. import audio
-from ..config_utils import from_dict
 from ..constants import S3GEN_SR
-from ..layers import (
+from .config_utils import from_dict
+from .layers import (
     Conv1d,
     ConvTranspose1d,
     cycle_phase,
@@ -32,7 +32,7 @@ from ..layers import (
     snake_conv1d,
     tanh,
 )
-from ..weights import (
+from .weights import (
     CheckpointError,
     conv1d_weight,
     conv_transpose1d_weight,

@@ -19,8 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .. import audio
-from ..config_utils import from_dict
-from ..weights import conv1d_weight
+from .config_utils import from_dict
+from .weights import conv1d_weight
 
 MASK_FRACTION = 0.05  # frames quieter than 5% of the loudest frame carry no watermark
 HEADROOM_DB = 15.0

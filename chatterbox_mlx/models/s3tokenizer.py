@@ -17,10 +17,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..config_utils import from_dict
 from ..constants import S3_SR, TOKENS_PER_SECOND
-from ..layers import GELU, Conv1d, attention, fsmn_memory, gelu
-from ..weights import conv1d_weight
+from .config_utils import from_dict
+from .layers import GELU, Conv1d, attention, fsmn_memory, gelu
+from .weights import conv1d_weight
 
 S3_HOP = 160  # mel frames: 100 per second
 

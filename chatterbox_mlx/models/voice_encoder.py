@@ -14,9 +14,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..config_utils import from_dict
 from ..constants import S3_SR
-from ..layers import lstm_recurrence
+from .config_utils import from_dict
+from .layers import lstm_recurrence
 
 
 @dataclass

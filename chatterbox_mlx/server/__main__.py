@@ -1,5 +1,5 @@
 import sys
 
-from chatterbox_mlx.server import main
+from . import main
 
 sys.exit(main())

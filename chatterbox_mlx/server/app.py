@@ -27,15 +27,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from chatterbox_mlx import __version__
-from chatterbox_mlx import audio as audio_mod
-from chatterbox_mlx import speed as speed_mod
-from chatterbox_mlx import text as text_mod
-from chatterbox_mlx.constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
-
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from .. import __version__
+from .. import audio as audio_mod
+from .. import text as text_mod
+from ..audio import speed as speed_mod
+from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 from .errors import APIError, install_handlers
 from .jobs import DATA, DONE, ERROR, Job, ModelWorker, QueueFull
 from .speech import (

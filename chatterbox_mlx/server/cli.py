@@ -15,9 +15,9 @@ import os
 import socket
 import sys
 
+from ..cli.arguments import count_argument as _count
+from ..cli.arguments import schedule_argument
 from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
-from ..generate import count_argument as _count
-from ..generate import schedule_argument
 
 PROG = "chatterbox-mlx serve"
 API_KEY_ENV = "CHATTERBOX_MLX_API_KEY"
@@ -117,8 +117,8 @@ def settings_from(args):
 
 
 def _load_models(names: list[str], quantize: int | None) -> dict:
-    from chatterbox_mlx.tts import load_pipeline
-    from chatterbox_mlx.variants import ALIASES, VARIANTS
+    from ..tts import load_pipeline
+    from ..variants import ALIASES, VARIANTS
 
     models: dict = {}
     for given in names:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while loading, or uvicorn's after its graceful shutdown
         return 130
     except (ServeError, ValueError, OSError, RuntimeError) as err:
-        from chatterbox_mlx.convert import format_error
+        from ..checkpoints.convert import format_error
 
         print(f"{PROG}: {format_error(err)}", file=sys.stderr)
         return 1

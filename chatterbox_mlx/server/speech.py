@@ -18,14 +18,13 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from chatterbox_mlx import formats
-from chatterbox_mlx import params as params_mod
-from chatterbox_mlx import speed as speed_mod
-from chatterbox_mlx import text as text_mod
-from chatterbox_mlx.constants import SAMPLES_PER_TOKEN
-
 import numpy as np
 
+from .. import params as params_mod
+from .. import text as text_mod
+from ..audio import formats
+from ..audio import speed as speed_mod
+from ..constants import SAMPLES_PER_TOKEN
 from .errors import APIError
 from .jobs import DATA, Job
 from .voices import BUILTIN_ID, VoiceEntry

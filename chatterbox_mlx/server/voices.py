@@ -1,5 +1,5 @@
 """The server's voice library: uploaded clips, prepared once per model family and kept as
-saved-voice files (``chatterbox_mlx.voices``) under one folder (``--voices DIR``, default
+saved-voice files (``chatterbox_mlx.voice.voice_file``) under one folder (``--voices DIR``, default
 ``~/.cache/chatterbox-mlx/voices``, under ``$CHATTERBOX_MLX_CACHE`` when that is set)::
 
     DIR/<id>/voice.json        {"id", "name", "created_at", "source", "source_sha256",
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from chatterbox_mlx import voices as voice_files
-from chatterbox_mlx.conditionals import Conditionals
+from ..voice import voice_file as voice_files
+from ..voice.conditionals import Conditionals
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_NAME_CHARS = 64
@@ -67,7 +67,7 @@ def evaluated(conds: Conditionals | None) -> Conditionals | None:
 
 
 def default_dir() -> Path:
-    from chatterbox_mlx.originals import cache_root
+    from ..checkpoints.originals import cache_root
 
     return cache_root() / "voices"
 

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def short_voice_dir(variant: str = "nano") -> Path:
     """A converted ``variant`` directory (the test cache's, linked) whose built-in voice
     is cut short."""
-    from chatterbox_mlx.checkpoint import CONDS_FILE
-    from chatterbox_mlx.conditionals import Conditionals
+    from chatterbox_mlx.checkpoints.layout import CONDS_FILE
+    from chatterbox_mlx.voice.conditionals import Conditionals
 
     import mlx.core as mx
 

@@ -49,7 +49,8 @@ def make_source(directory: Path, variant: str, seed: int = 0) -> Path:
 
 def converted_dir(variant: str, seed: int = 0) -> Path:
     """A converted MLX directory of ``variant`` in the test cache (converted once)."""
-    from chatterbox_mlx.convert import FORMAT_VERSION, convert
+    from chatterbox_mlx.checkpoints.convert import convert
+    from chatterbox_mlx.checkpoints.layout import FORMAT_VERSION
 
     from tests.helpers.checkpoints import cache_dir
 

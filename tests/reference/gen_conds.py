@@ -1,4 +1,4 @@
-"""Real ``torch.save`` files for the torch-free archive reader (chatterbox_mlx.torch_pickle).
+"""Real ``torch.save`` files for the torch-free archive reader (checkpoints.torch_pickle).
 
 Writes, with the reference venv's torch:
 - ``tests/golden/conds.pt``: a built-in voice saved by upstream's own

@@ -115,7 +115,7 @@ def score_with_reference(marked: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 def mlx_mark(golden: Path, dest: Path) -> None:
     """Main-env step: mark the golden's speech with chatterbox_mlx, save to ``dest`` (.npz)."""
     sys.path.insert(0, str(ROOT))
-    from chatterbox_mlx.watermark import apply_watermark
+    from chatterbox_mlx.pipeline.watermark import apply_watermark
 
     with np.load(golden) as data:
         arrays = {f"mlx_marked_{sr}": apply_watermark(data[f"speech_{sr}"], sr) for sr in RATES}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from ...layers import attention
+from ..layers import attention
 
 
 class KVCache:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from ...config_utils import from_dict
 from ...constants import SPEECH_VOCAB_SIZE
+from ..config_utils import from_dict
 
 LLAMA3_ROPE_SCALING = {
     "rope_type": "llama3",

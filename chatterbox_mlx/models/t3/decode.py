@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from ...checks import NonFiniteError
+from ...pipeline.checks import NonFiniteError
 from .sampling import Sampler, exponential_noise, seen_mask
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...layers import Linear, gelu_approx
+from ..layers import Linear, gelu_approx
 from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 

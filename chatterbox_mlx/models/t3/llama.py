@@ -8,7 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ...layers import Linear, silu
+from ..layers import Linear, silu
 from .cache import KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 

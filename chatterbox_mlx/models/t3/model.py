@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ...layers import Linear, overlaps_evaluation
+from ..layers import Linear, overlaps_evaluation
 from .cache import KVCache
 from .cond_enc import LearnedPositionEmbeddings, T3CondEnc
 from .config import T3Cond, T3Config

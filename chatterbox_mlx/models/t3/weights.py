@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...layers import warn_if_quantized_matmul_is_slow
-from ...weights import load_strict
+from ..layers import warn_if_quantized_matmul_is_slow
+from ..weights import load_strict
 from .model import T3
 
 # ----------------------------------------------------------------------------- weights

@@ -3,7 +3,7 @@
     python convert.py ResembleAI/chatterbox-turbo -o chatterbox-turbo-mlx
     python convert.py --hf-path ResembleAI/chatterbox-turbo --mlx-path chatterbox-turbo-mlx
 
-The output is a folder in the format of ``chatterbox_mlx.checkpoint``: one safetensors
+The output is a folder in the format of ``chatterbox_mlx.checkpoints.layout``: one safetensors
 file per network (MLX names and layouts, produced by each network's own ``sanitize``),
 the built-in voice, the tokenizer files and ``config.json``. It is written into a hidden
 temporary sibling directory and renamed at the end, so a failed or interrupted
@@ -29,11 +29,19 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..models.weights import (
+    CheckpointError,
+    check_finite_tensors,
+    load_safetensors,
+    load_strict,
+    strip_prefix,
+)
+from ..variants import Variant, default_variant_for_repo, detect_variant, get_variant
+from ..voice.conditionals import Conditionals
 from . import torch_pickle
-from .checkpoint import (
+from .layout import (
     CONDS_FILE,
     DTYPES,
-    FORMAT_VERSION,  # noqa: F401  (re-exported: tests/helpers/sources.py names its cache by it)
     NETWORKS,
     QUANTIZATION_BITS,
     QUANTIZATION_GROUP_SIZES,
@@ -41,21 +49,12 @@ from .checkpoint import (
     new_config,
     write_config,
 )
-from .conditionals import Conditionals
 from .originals import (
     check_source,
     download_original,
     looks_like_repo_id,
     sha256_file,
     source_files,
-)
-from .variants import Variant, default_variant_for_repo, detect_variant, get_variant
-from .weights import (
-    CheckpointError,
-    check_finite_tensors,
-    load_safetensors,
-    load_strict,
-    strip_prefix,
 )
 
 

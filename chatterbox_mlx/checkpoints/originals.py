@@ -7,13 +7,12 @@ Imported by ``convert`` and ``hub``; imports neither.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from .variants import Variant
+from ..files import atomic_write, sha256_file
+from ..variants import Variant
 
 # Every file an original repo may hold that a variant can use (when the variant is unknown).
 ORIGINAL_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.pt"]
@@ -153,20 +152,13 @@ def write_hash_cache(known: dict[str, str]) -> None:
     path = hash_cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sha256.", suffix=".tmp")
+        with atomic_write(path) as f:
+            f.write(json.dumps(known).encode())
     except OSError:
         return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(known, f)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(err, OSError):
-            raise
 
 
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+def cached_sha256(path: Path) -> str:
     """The file's sha256. Free for files in a Hugging Face cache (blobs are named by it);
     otherwise remembered per (path, size, mtime) so re-converting a folder is fast."""
     blob = path.resolve()
@@ -181,10 +173,6 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     known = read_hash_cache()
     if key in known:
         return known[key]
-    digest = hashlib.sha256()
-    with open(blob, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    known[key] = digest.hexdigest()
+    known[key] = sha256_file(blob)
     write_hash_cache(known)
     return known[key]

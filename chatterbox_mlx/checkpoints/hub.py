@@ -17,8 +17,15 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, Components, is_converted, load_checkpoint, read_config
+from ..variants import Variant, default_variant_for_repo, detect_variant, get_variant
 from .convert import ConversionError, convert
+from .layout import (
+    CONFIG_FILE,
+    Components,
+    is_converted,
+    load_checkpoint,
+    read_config,
+)
 from .originals import (
     MissingFilesError,
     cache_root,
@@ -30,7 +37,6 @@ from .originals import (
     snapshot,
     source_files,
 )
-from .variants import Variant, default_variant_for_repo, detect_variant, get_variant
 
 __all__ = ["Components", "MissingFilesError", "load_components", "resolve"]
 

@@ -54,12 +54,12 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import cpu
-from .cpu import activations as _activations
-from .cpu import attention as _attention
-from .cpu import conv as _conv
-from .cpu import linear as _linear
-from .cpu import lstm as _lstm
+from .. import cpu
+from ..cpu import activations as _activations
+from ..cpu import attention as _attention
+from ..cpu import conv as _conv
+from ..cpu import linear as _linear
+from ..cpu import lstm as _lstm
 
 
 def default_device_is_cpu() -> bool:

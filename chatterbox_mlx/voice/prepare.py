@@ -15,102 +15,25 @@ and ``S3Token2Mel.embed_ref``. The component networks are passed in; nothing is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
-from dataclasses import dataclass, fields
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from . import audio
-from .constants import S3_SR, S3GEN_SR
-from .models.t3 import T3Cond
-from .variants import CFG_PROMPT, PromptSettings, get_variant
+from .. import audio
+from ..constants import S3_SR, S3GEN_SR
+from ..files import sha256_file
+from ..models.t3 import T3Cond
+from ..variants import CFG_PROMPT, PromptSettings, get_variant
+from .conditionals import Conditionals, GenCond
 
 DEC_COND_SECONDS = 10
 # A clip quieter than this (RMS, dBFS) holds no usable speech; quieter than the second,
 # it is probably a mistake (a muted input, the wrong file) and is accepted with a warning.
 SILENT_DBFS = -70.0
 QUIET_DBFS = -50.0
-FORMAT = "chatterbox-mlx-conds"
-
-
-@dataclass
-class GenCond:
-    """S3Gen's reference conditioning (the reference's ``ref_dict`` of ``embed_ref``)."""
-
-    prompt_token: mx.array  # [1, T] int32 S3 tokens
-    prompt_token_len: mx.array  # [1] int32
-    prompt_feat: mx.array  # [1, 2T, 80] 24 kHz log-mel
-    prompt_feat_len: mx.array | None = None  # always None in the reference
-    embedding: mx.array | None = None  # [1, 192] CAMPPlus x-vector
-
-
-@dataclass
-class Conditionals:
-    t3: T3Cond | None
-    gen: GenCond
-    # the clip it was prepared from (for saved-voice files); None for built-in voices
-    source_sha256: str | None = None
-    source_seconds: float | None = None
-
-    def to_flat(self) -> dict[str, mx.array]:
-        """``{"t3.speaker_emb": ..., "gen.prompt_feat": ...}``; None entries are left out."""
-        out = {}
-        for part, obj in (("t3", self.t3), ("gen", self.gen)):  # the tensors only
-            if obj is None:
-                continue
-            for f in fields(obj):
-                value = getattr(obj, f.name)
-                if value is None:
-                    continue
-                out[f"{part}.{f.name}"] = mx.array(value)
-        return out
-
-    @classmethod
-    def from_flat(cls, tensors: dict[str, mx.array], source: str = "conditionals"):
-        """Inverse of ``to_flat`` (also reads the converter's flattened ``conds.pt``)."""
-        parts: dict[str, dict] = {"t3": {}, "gen": {}}
-        for key, value in tensors.items():
-            part, _, name = key.partition(".")
-            if part not in parts:
-                raise ValueError(f"{source}: unexpected entry {key!r} (expected t3.* or gen.*)")
-            parts[part][name] = value
-        t3 = _build(T3Cond, parts["t3"], source, "t3") if parts["t3"] else None
-        gen = _build(GenCond, parts["gen"], source, "gen")
-        for name in ("prompt_token", "prompt_token_len"):
-            setattr(gen, name, getattr(gen, name).astype(mx.int32))
-        if t3 is not None and t3.cond_prompt_speech_tokens is not None:
-            t3.cond_prompt_speech_tokens = t3.cond_prompt_speech_tokens.astype(mx.int32)
-        return cls(t3, gen)
-
-    def save(self, path: str | Path) -> None:
-        """Write as safetensors (atomically), reusable with ``Conditionals.load``."""
-        path = Path(path)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        mx.save_safetensors(str(tmp), self.to_flat(), metadata={"format": FORMAT})
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Conditionals:
-        from .weights import load_safetensors
-
-        return cls.from_flat(load_safetensors(path), str(path))
-
-
-def _build(kind, values: dict, source: str, part: str):
-    names = {f.name for f in fields(kind)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{source}: unknown {part} entries {unknown}; known: {sorted(names)}")
-    try:
-        return kind(**values)
-    except TypeError as err:
-        raise ValueError(f"{source}: incomplete {part} conditionals ({err})") from None
-
-
-# ---------------------------------------------------------------------------- audio in
 
 
 def _mono(wav, what: str) -> np.ndarray:
@@ -255,11 +178,7 @@ def prepare_conditionals(
 
 def _fingerprint(source, wav_24k: np.ndarray) -> tuple[str, float]:
     """sha256 of the clip's file (or of its float32 samples) and its duration."""
-    import hashlib
-
     if isinstance(source, (str, os.PathLike)):
-        from .voices import sha256_file
-
         digest = sha256_file(source)
     else:
         digest = hashlib.sha256(np.ascontiguousarray(source, dtype=np.float32)).hexdigest()

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -42,9 +41,13 @@ from types import MappingProxyType
 import mlx.core as mx
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..constants import MEL_FRAMES_PER_TOKEN, SPEECH_VOCAB_SIZE
+from ..files import AtomicFile
+from ..models.flow import FlowConfig
+from ..models.t3 import T3Config
+from ..variants import get_variant
 from .conditionals import Conditionals
-from .constants import MEL_FRAMES_PER_TOKEN, SPEECH_VOCAB_SIZE
 
 FORMAT = "chatterbox-mlx-voice"
 FORMAT_VERSION = 1
@@ -97,8 +100,6 @@ class VoiceFileError(ValueError):
 
 def family_for_variant(variant: str) -> str:
     """The voice family of a variant name (``english``, ``turbo``, ``nano``, ...)."""
-    from .variants import get_variant
-
     return get_variant(variant).family
 
 
@@ -141,12 +142,6 @@ class Voice:
     meta: VoiceMeta
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (the ``source_sha256`` of a reference clip)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 # ---------------------------------------------------------------------------- checks
 
 
@@ -159,9 +154,6 @@ class _Spec:
 
 def _specs(family: str, has_t3: bool) -> dict[str, _Spec]:
     """What ``prepare_conditionals`` makes for ``family``, sized by the consumers' configs."""
-    from .models.flow import FlowConfig
-    from .models.t3 import T3Config
-
     t3_config = T3Config.english() if family == FAMILY_CFG else T3Config.turbo()
     flow = FlowConfig.english() if family == FAMILY_CFG else FlowConfig.meanflow_config()
     specs = {
@@ -184,8 +176,6 @@ def _specs(family: str, has_t3: bool) -> dict[str, _Spec]:
 
 
 def _max_prompt_tokens(family: str) -> int:
-    from .models.t3 import T3Config
-
     config = T3Config.english() if family == FAMILY_CFG else T3Config.turbo()
     return config.speech_cond_prompt_len
 
@@ -364,25 +354,21 @@ def _write_atomic(path: Path, data: bytes, where: str) -> None:
         raise VoiceFileError(f"{where}: it is a folder; give a file name such as me{SUFFIX}")
     if not folder.is_dir():
         raise VoiceFileError(f"{where}: the folder {folder} does not exist; create it first")
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        target = AtomicFile(path)
     except OSError as err:
         raise VoiceFileError(
             f"{where}: cannot create a file in {folder} ({err.strerror or err}); "
             "choose a folder you can write to"
         ) from err
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        target.file.write(data)
+        target.commit()
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        target.discard()
         raise VoiceFileError(f"{where}: writing failed ({err.strerror or err})") from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        target.discard()
         raise
 
 

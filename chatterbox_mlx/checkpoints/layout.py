@@ -26,10 +26,15 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .conditionals import Conditionals
-from .models import campplus, flow, hift, s3tokenizer, t3, voice_encoder
-from .variants import Variant, get_variant
-from .weights import CheckpointError, check_finite_tensors, load_safetensors, load_strict
+from ..models import campplus, flow, hift, s3tokenizer, t3, voice_encoder
+from ..models.weights import (
+    CheckpointError,
+    check_finite_tensors,
+    load_safetensors,
+    load_strict,
+)
+from ..variants import Variant, get_variant
+from ..voice.conditionals import Conditionals
 
 FORMAT_NAME = "chatterbox-mlx"
 FORMAT_VERSION = 1

@@ -12,11 +12,12 @@ import math
 import mlx.core as mx
 import numpy as np
 
+from ..constants import S3GEN_SILENCE_TOKEN, S3GEN_SR, SPEECH_VOCAB_SIZE
+from ..models.hift import fade_in
+from ..models.layers import random_normal
+from ..voice.conditionals import Conditionals, GenCond
+from ..voice.prepare import embed_ref
 from .checks import check_finite
-from .conditionals import Conditionals, GenCond, embed_ref
-from .constants import S3GEN_SILENCE_TOKEN, S3GEN_SR, SPEECH_VOCAB_SIZE
-from .layers import random_normal
-from .models.hift import fade_in
 
 S3GEN_SIL = S3GEN_SILENCE_TOKEN  # upstream's name
 

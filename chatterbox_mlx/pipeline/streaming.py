@@ -26,11 +26,11 @@ from collections.abc import Iterator, Sequence
 import mlx.core as mx
 import numpy as np
 
+from ..constants import MEL_FRAMES_PER_TOKEN as FRAMES_PER_TOKEN
+from ..constants import SAMPLES_PER_FRAME
+from ..models.hift import fade_in
+from ..voice.conditionals import GenCond
 from .checks import check_finite
-from .conditionals import GenCond
-from .constants import MEL_FRAMES_PER_TOKEN as FRAMES_PER_TOKEN
-from .constants import SAMPLES_PER_FRAME
-from .models.hift import fade_in
 from .s3gen import FIX_WEIGHTS
 
 

@@ -1,0 +1,110 @@
+"""The command line's parsers (``generate`` and ``voice``) and the argument types that the
+server's command line shares (``schedule_argument``, ``count_argument``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+from ..params import parse_schedule
+
+VOICE_COMMAND = "voice"
+SERVE_COMMAND = "serve"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 1."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="english",
+        help="english | turbo | nano | multilingual | multilingual-v3 | a local directory | "
+        "a hub repo id (default: english)",
+    )
+    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
+
+
+def schedule_argument(text: str) -> tuple[int, ...]:
+    """``--chunk-tokens 10,50,100``: a streaming chunk schedule."""
+    try:
+        return parse_schedule(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chatterbox-mlx",
+        description="Chatterbox text-to-speech on Apple MLX. Reads text from --text, "
+        "--file or standard input and writes audio (WAV, FLAC, MP3, Opus), or plays it "
+        f"live. `chatterbox-mlx {VOICE_COMMAND} save CLIP -o me.voice` saves a cloned voice; "
+        f"`chatterbox-mlx {SERVE_COMMAND} --model turbo` starts the OpenAI-compatible server.",
+    )
+    _add_model_args(p)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", help="text to speak ([pause:500ms] inserts silence)")
+    src.add_argument("--file", type=Path, help="read the text (UTF-8) from this file")
+    p.add_argument("--voice", type=Path, help="a clip to clone or a saved .voice file "
+                   "(default: the built-in voice)")  # fmt: skip
+    p.add_argument("--language", help="language id for the multilingual model (e.g. fr, zh)")
+    p.add_argument("--vc", type=Path, metavar="SOURCE", help="voice conversion: speak SOURCE "
+                   "audio in --voice's voice")  # fmt: skip
+    gen = p.add_argument_group("generation (defaults: the variant's upstream defaults)")
+    gen.add_argument("--exaggeration", type=float)
+    gen.add_argument("--cfg-weight", type=float)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--min-p", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
+    gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
+                     "standard output (default: output.wav unless --play is given)")  # fmt: skip
+    out.add_argument("--format", help="wav | flac | mp3 | opus | pcm (default: from --out)")
+    out.add_argument("--play", action="store_true", help="play through the speakers as it is "
+                     "generated")  # fmt: skip
+    out.add_argument("--stream", action="store_true", help="generate in chunks (first audio "
+                     "sooner); implied by --play")  # fmt: skip
+    out.add_argument("--chunk-tokens", type=schedule_argument, metavar="N[,N...]",
+                     help="streaming: speech tokens per chunk, the last size repeating "
+                     f"(default {','.join(map(str, STREAM_CHUNK_SCHEDULE))}; 25 tokens are "
+                     "1 s)")  # fmt: skip
+    out.add_argument("--flow-prompt-tokens", type=count_argument, metavar="N", help="streaming: "
+                     "the voice prompt's last N tokens condition each chunk (default "
+                     f"{STREAM_PROMPT_TOKENS}; "
+                     "250: the whole 10 s prompt, slower)")  # fmt: skip
+    out.add_argument("--no-watermark", action="store_true", help="do not apply the Perth "
+                     "watermark")  # fmt: skip
+    p.add_argument("--verbose", action="store_true", help="print timings (RTF, tokens/s, memory)")
+    return p
+
+
+def build_voice_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"chatterbox-mlx {VOICE_COMMAND}",
+        description="Saved voices: clone once, reuse with --voice.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    save = sub.add_parser("save", help="prepare a voice from a clip (or export the built-in "
+                          "voice) and save it as a .voice file")  # fmt: skip
+    save.add_argument("clip", nargs="?", type=Path, help="the clip (default: built-in voice)")
+    save.add_argument("-o", "--out", type=Path, required=True, help="the .voice file to write")
+    save.add_argument("--exaggeration", type=float, help="English/Multilingual (default 0.5)")
+    _add_model_args(save)
+    return p
