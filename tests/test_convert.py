@@ -601,7 +601,7 @@ def test_top_level_script_help():
 
 
 def test_imports_run_one_way():
-    """checkpoint (format) and originals (source files) import neither the converter nor
+    """layout (format) and originals (source files) import neither the converter nor
     hub; the converter does not import hub; nothing calls a module ``conv``."""
     import ast
 
@@ -617,10 +617,10 @@ def test_imports_run_one_way():
                 assert all(a.asname != "conv" for a in node.names), module
         return {n.split(".")[0] for n in names}
 
-    assert not imported("checkpoint") & {"hub", "convert", "originals"}
-    assert not imported("originals") & {"hub", "convert", "checkpoint"}
+    assert not imported("layout") & {"hub", "convert", "originals"}
+    assert not imported("originals") & {"hub", "convert", "layout"}
     assert "hub" not in imported("convert")
-    assert {"checkpoint", "convert", "originals"} <= imported("hub")
+    assert {"layout", "convert", "originals"} <= imported("hub")
     for net in checkpoint.NETWORKS:  # direct references, no importlib strings
         assert isinstance(net.config_class, type) and isinstance(net.model_class, type)
         assert callable(net.sanitize) and net.sanitize.__module__.startswith("chatterbox_mlx.")
