@@ -7,37 +7,8 @@ float32 rounding (``tests/test_layers.py`` checks every pair), so a model that c
 reads as a plain MLX model. ``CHATTERBOX_MLX_CPU_KERNELS=off`` makes the CPU run the GPU
 formulations too.
 
-CPU path (module of ``chatterbox_mlx.cpu``) -> MLX formulation, per function:
-
-- ``attention`` (float32, more than one query): ``attention``, numpy with the heads
-  spread over the cores -> ``mx.fast.scaled_dot_product_attention``;
-- ``elu`` (float32): ``activations.elu``, numpy expm1 -> ``mx.expm1``;
-- ``sin`` (float32): ``activations.sin``, numpy sin -> ``mx.sin``;
-- ``tanh`` (float32): ``activations.tanh``, numpy tanh -> ``mx.tanh``;
-- ``silu`` (float32): ``activations.silu``, numpy exp -> ``mlx.nn.silu``;
-- ``gelu_approx`` (float32, GPT-2's ``gelu_new``): ``activations.gelu_approx``, numpy
-  tanh -> ``mlx.nn.gelu_approx``;
-- ``cycle_phase`` (float32): ``activations.cycle_phase``, a float64 numpy cumsum -> a
-  fixed-point int64 ``mx.cumsum`` on the default device;
-- ``polar_spectrum`` (float32, HiFT's output): ``activations.polar_spectrum``, numpy
-  exp/sin/cos -> the same in MLX;
-- ``random_normal``: ``activations.normal_from_uniform`` on ``mx.random.uniform``'s draw,
-  MLX's erfinv polynomial in numpy -> ``mx.random.normal``;
-- ``mish`` (float32): ``activations.mish``, numpy exp -> a compiled ``mx.exp`` formula;
-- ``snake`` (float32): ``activations.snake``, numpy sin -> a compiled ``mx.sin`` formula;
-- ``snake_conv1d`` (float32, HiFT's residual step): ``conv.snake_conv1d``, Snake and the
-  conv's taps fused over blocks of time steps -> ``snake`` then ``Conv1d``;
-- ``gelu``, ``GELU``: ``activations.gelu``, a compiled erf polynomial -> ``mlx.nn.gelu``;
-- ``fsmn_memory`` (float32): ``conv.fsmn_memory``, numpy a block of rows at a time ->
-  shifted products in MLX;
-- ``Linear`` (up to 16 rows): ``linear.linear``, ``sgemv`` or weight-first ->
-  ``mlx.nn.Linear``;
-- ``conv1d``, ``Conv1d``: ``conv.conv1d``, per tap / im2col / matmul -> ``mx.conv1d``;
-- ``conv_transpose1d``, ``ConvTranspose1d``: ``conv.conv_transpose1d``, matmul +
-  overlap-add -> ``mx.conv_transpose1d``;
-- ``conv2d``: ``conv.conv2d``, gathered taps + matmuls -> ``mx.conv2d``;
-- ``lstm_recurrence`` (float32): ``lstm.lstm_recurrence``, numpy a step at a time -> the
-  same steps as an MLX graph.
+Which function takes which CPU path, its MLX formulation and the test that compares the two
+are listed once, in DEVELOPING.md ("CPU boundary").
 
 The convolutions' BLAS formulations were measured on the CPU only; no measurement shows
 them helping on a GPU, so the GPU runs MLX's own convolutions.
