@@ -23,10 +23,9 @@ from chatterbox_mlx.checkpoints.convert import save_conds
 from chatterbox_mlx.files import sha256_file
 from chatterbox_mlx.models.t3 import T3Cond
 from chatterbox_mlx.voice import voice_file as voices
+from chatterbox_mlx.voice.checks import FAMILY_CFG, FAMILY_TURBO
 from chatterbox_mlx.voice.conditionals import Conditionals, GenCond
 from chatterbox_mlx.voice.voice_file import (
-    FAMILY_CFG,
-    FAMILY_TURBO,
     VoiceFileError,
     family_for_variant,
     is_voice_file,

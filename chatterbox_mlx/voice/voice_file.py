@@ -36,62 +36,31 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import MappingProxyType
 
 import mlx.core as mx
 import numpy as np
 
 from .. import __version__
-from ..constants import MEL_FRAMES_PER_TOKEN, SPEECH_VOCAB_SIZE
 from ..files import AtomicFile
-from ..models.flow import FlowConfig
-from ..models.t3 import T3Config
 from ..variants import get_variant
+from .checks import (
+    FAMILIES,
+    FAMILY_CFG,
+    FAMILY_NAMES,
+    NUMPY_DTYPES,
+    audio_kind,
+    check_specs,
+    check_values,
+    shape_text,
+)
 from .conditionals import Conditionals
 
 FORMAT = "chatterbox-mlx-voice"
 FORMAT_VERSION = 1
 SUFFIX = ".voice"
 
-FAMILY_CFG = "cfg"  # English and Multilingual: 6 s / 150-token T3 prompt, exaggeration
-FAMILY_TURBO = "turbo"  # Turbo and Nano: 15 s / 375 tokens, loudness-normalized
-FAMILIES = (FAMILY_CFG, FAMILY_TURBO)
-FAMILY_NAMES = MappingProxyType({FAMILY_CFG: "English/Multilingual", FAMILY_TURBO: "Turbo/Nano"})
-
 CONDS_FORMAT = "chatterbox-mlx-conds"  # conditionals.FORMAT: a model's built-in voice file
 MAX_HEADER_BYTES = 1 << 20  # a voice header is ~2 kB; anything larger is not one of ours
-
-# safetensors dtype codes that numpy can hold (BF16 and the float8s cannot, and are never
-# a voice tensor's dtype anyway)
-_NUMPY_DTYPES = MappingProxyType(
-    {
-        "F64": np.dtype("<f8"),
-        "F32": np.dtype("<f4"),
-        "F16": np.dtype("<f2"),
-        "I64": np.dtype("<i8"),
-        "I32": np.dtype("<i4"),
-        "I16": np.dtype("<i2"),
-        "I8": np.dtype("i1"),
-        "U64": np.dtype("<u8"),
-        "U32": np.dtype("<u4"),
-        "U16": np.dtype("<u2"),
-        "U8": np.dtype("u1"),
-        "BOOL": np.dtype("?"),
-    }
-)
-_DTYPE_NAMES = MappingProxyType({"F32": "float32", "I32": "int32"})
-
-# First bytes of the audio files most likely to be passed where a voice file is expected.
-_AUDIO_MAGIC = (
-    (b"RIFF", 8, b"WAVE", "WAV"),
-    (b"RF64", 8, b"WAVE", "WAV (RF64)"),
-    (b"FORM", 8, b"AIFF", "AIFF"),
-    (b"FORM", 8, b"AIFC", "AIFF"),
-    (b"fLaC", None, None, "FLAC"),
-    (b"OggS", None, None, "Ogg"),
-    (b"ID3", None, None, "MP3"),
-    (b"caff", None, None, "CAF"),
-)
 
 
 class VoiceFileError(ValueError):
@@ -142,110 +111,6 @@ class Voice:
     meta: VoiceMeta
 
 
-# ---------------------------------------------------------------------------- checks
-
-
-@dataclass(frozen=True)
-class _Spec:
-    dtype: str  # safetensors code
-    shape: tuple  # ints, or a letter for a dimension of any size >= 1
-    required: bool = True
-
-
-def _specs(family: str, has_t3: bool) -> dict[str, _Spec]:
-    """What ``prepare_conditionals`` makes for ``family``, sized by the consumers' configs."""
-    t3_config = T3Config.english() if family == FAMILY_CFG else T3Config.turbo()
-    flow = FlowConfig.english() if family == FAMILY_CFG else FlowConfig.meanflow_config()
-    specs = {
-        "gen.prompt_token": _Spec("I32", (1, "T")),
-        "gen.prompt_token_len": _Spec("I32", (1,)),
-        "gen.prompt_feat": _Spec("F32", (1, "F", flow.output_size)),
-        "gen.prompt_feat_len": _Spec("I32", (1,), required=False),
-        "gen.embedding": _Spec("F32", (1, flow.spk_embed_dim)),
-    }
-    if has_t3:
-        specs.update(
-            {
-                "t3.speaker_emb": _Spec("F32", (1, t3_config.speaker_embed_size)),
-                "t3.cond_prompt_speech_tokens": _Spec("I32", (1, "P")),
-                # Turbo/Nano's T3 has no exaggeration input; upstream still fills the slot.
-                "t3.emotion_adv": _Spec("F32", (1, 1, 1), required=family == FAMILY_CFG),
-            }
-        )
-    return specs
-
-
-def _max_prompt_tokens(family: str) -> int:
-    config = T3Config.english() if family == FAMILY_CFG else T3Config.turbo()
-    return config.speech_cond_prompt_len
-
-
-def _shape_text(shape: Iterable) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _check_specs(entries: Mapping[str, tuple[str, tuple]], family: str) -> list[str]:
-    """Problems with the names, dtypes and shapes of ``{name: (dtype code, shape)}``."""
-    has_t3 = any(name.startswith("t3.") for name in entries)
-    specs = _specs(family, has_t3)
-    problems = []
-    missing = [n for n, s in specs.items() if s.required and n not in entries]
-    if missing:
-        problems.append(f"missing tensors {missing}")
-    unexpected = sorted(set(entries) - set(specs))
-    if unexpected:
-        problems.append(f"unexpected tensors {unexpected} (a voice holds {sorted(specs)})")
-    for name, (code, shape) in sorted(entries.items()):
-        spec = specs.get(name)
-        if spec is None:
-            continue
-        want = _shape_text(spec.shape)
-        if code != spec.dtype:
-            got = _NUMPY_DTYPES[code].name if code in _NUMPY_DTYPES else code
-            problems.append(f"{name} is {got}, expected {_DTYPE_NAMES[spec.dtype]} {want}")
-            continue
-        fits = len(shape) == len(spec.shape) and all(
-            d == s if isinstance(s, int) else d >= 1 for d, s in zip(shape, spec.shape, strict=True)
-        )
-        if not fits:
-            problems.append(f"{name} has shape {_shape_text(shape)}, expected {want}")
-    return problems
-
-
-def _check_values(arrays: Mapping[str, np.ndarray], family: str) -> list[str]:
-    """Problems with the values of tensors whose names, dtypes and shapes are right."""
-    problems = []
-    for name, value in sorted(arrays.items()):
-        if value.dtype.kind == "f":
-            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
-            if bad:
-                problems.append(f"{name} has {bad} non-finite values (NaN or infinity)")
-    for name in ("t3.cond_prompt_speech_tokens", "gen.prompt_token"):
-        tokens = arrays.get(name)
-        if tokens is not None and ((tokens < 0) | (tokens >= SPEECH_VOCAB_SIZE)).any():
-            problems.append(f"{name} holds ids outside 0..{SPEECH_VOCAB_SIZE - 1} (speech tokens)")
-    prompt = arrays.get("t3.cond_prompt_speech_tokens")
-    limit = _max_prompt_tokens(family)
-    if prompt is not None and prompt.shape[1] > limit:
-        problems.append(
-            f"t3.cond_prompt_speech_tokens has {prompt.shape[1]} tokens; "
-            f"{FAMILY_NAMES[family]} voices have at most {limit}"
-        )
-    tokens, feat = arrays.get("gen.prompt_token"), arrays.get("gen.prompt_feat")
-    if tokens is not None and feat is not None:
-        n_tok, n_mel = tokens.shape[1], feat.shape[1]
-        if n_mel > MEL_FRAMES_PER_TOKEN * n_tok + 1:
-            problems.append(
-                f"gen.prompt_feat has {n_mel} frames for {n_tok} gen.prompt_token tokens "
-                f"(at most {MEL_FRAMES_PER_TOKEN * n_tok + 1})"
-            )
-        for name, size in (("gen.prompt_token_len", n_tok), ("gen.prompt_feat_len", n_mel)):
-            length = arrays.get(name)
-            if length is not None and not 1 <= int(length[0]) <= size:
-                problems.append(f"{name} is {int(length[0])}, expected 1..{size}")
-    return problems
-
-
 # ---------------------------------------------------------------------------- digest
 
 
@@ -287,7 +152,7 @@ def _flat_arrays(conds: Conditionals) -> dict[str, np.ndarray]:
 
 
 def _code_of(dtype: np.dtype) -> str:
-    for code, known in _NUMPY_DTYPES.items():
+    for code, known in NUMPY_DTYPES.items():
         if known == dtype.newbyteorder("<"):
             return code
     return str(dtype)
@@ -314,8 +179,8 @@ def save_voice(
     if not isinstance(conds, Conditionals) or conds.gen is None:
         raise VoiceFileError(f"{where}: expected prepared Conditionals, got {type(conds).__name__}")
     arrays = _flat_arrays(conds)
-    problems = _check_specs({n: (_code_of(a.dtype), a.shape) for n, a in arrays.items()}, family)
-    problems = problems or _check_values(arrays, family)
+    problems = check_specs({n: (_code_of(a.dtype), a.shape) for n, a in arrays.items()}, family)
+    problems = problems or check_values(arrays, family)
     if problems:
         raise VoiceFileError(
             f"{where}: the conditionals are not a {FAMILY_NAMES[family]} voice: "
@@ -381,20 +246,11 @@ def _is_sha256(value: object) -> bool:
 # ---------------------------------------------------------------------------- loading
 
 
-def _audio_kind(head: bytes) -> str | None:
-    for magic, at, tag, kind in _AUDIO_MAGIC:
-        if head.startswith(magic) and (at is None or head[at : at + len(tag)] == tag):
-            return kind
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        return "MP3"
-    return None
-
-
 def _read_header(f, path: Path, size: int) -> tuple[dict, int]:
     """The parsed safetensors header and its length, or a VoiceFileError."""
     head = f.read(12)
     # A safetensors header starts with "{" after its 8-byte length: never an audio file.
-    kind = _audio_kind(head) if head[8:9] != b"{" else None
+    kind = audio_kind(head) if head[8:9] != b"{" else None
     if kind is not None:
         raise VoiceFileError(
             f"{path}: this is a {kind} audio file, not a voice file (whatever its name). "
@@ -442,8 +298,8 @@ def _tensor_entries(header: dict, path: Path, data_size: int) -> dict[str, tuple
             ok = False
         if not ok or not isinstance(code, str):
             raise VoiceFileError(corrupt.format(f"malformed header entry {name!r}"))
-        if code in _NUMPY_DTYPES and end - begin != math.prod(shape) * _NUMPY_DTYPES[code].itemsize:
-            raise VoiceFileError(corrupt.format(f"{name} does not hold {_shape_text(shape)}"))
+        if code in NUMPY_DTYPES and end - begin != math.prod(shape) * NUMPY_DTYPES[code].itemsize:
+            raise VoiceFileError(corrupt.format(f"{name} does not hold {shape_text(shape)}"))
         entries[name] = (code, shape, begin, end)
     position = 0
     for name, (_, _, begin, end) in sorted(entries.items(), key=lambda e: e[1][2:]):
@@ -567,14 +423,14 @@ def load_voice(
             "source clip)"
         )
 
-    problems = _check_specs({name: e[:2] for name, e in entries.items()}, meta.family)
+    problems = check_specs({name: e[:2] for name, e in entries.items()}, meta.family)
     arrays = {}
     if not problems:
         arrays = {
-            name: np.frombuffer(data[e[2] : e[3]], _NUMPY_DTYPES[e[0]]).reshape(e[1])
+            name: np.frombuffer(data[e[2] : e[3]], NUMPY_DTYPES[e[0]]).reshape(e[1])
             for name, e in entries.items()
         }
-        problems = _check_values(arrays, meta.family)
+        problems = check_values(arrays, meta.family)
     has_t3 = "t3.speaker_emb" in arrays
     if not problems:
         emotion = arrays.get("t3.emotion_adv")
