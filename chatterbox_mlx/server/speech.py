@@ -24,6 +24,7 @@ from .. import params as params_mod
 from .. import text as text_mod
 from ..audio import formats
 from ..audio import speed as speed_mod
+from ..audio.encoder import ALIASES as FORMAT_ALIASES
 from ..constants import SAMPLES_PER_TOKEN
 from .errors import APIError
 from .jobs import DATA, Job
@@ -265,7 +266,7 @@ def parse_speech(body, state) -> SpeechRequest:
     text = _text(body, settings.max_chars)
     model = state.model_for(_string(body, "model"))
     _string(body, "instructions")  # accepted (a string), ignored
-    fmt = _choice(body, "response_format", "mp3", FORMATS, formats.ALIASES)
+    fmt = _choice(body, "response_format", "mp3", FORMATS, FORMAT_ALIASES)
     stream_format = _choice(body, "stream_format", "audio", STREAM_FORMATS)
     speed = _speed(body)
     seed = _seed(body)
