@@ -1,10 +1,21 @@
-"""KV cache, causal mask and head reshapes shared by T3's two backbones."""
+"""KV caches, attention masks and head reshapes shared by T3's two backbones.
+
+``KVCache`` holds one sequence (or a CFG pair that moves in step). ``BatchKVCache`` holds
+rows of different lengths, as mlx-lm's: each row is left-padded to the longest, so every
+row writes its next position at the same column; ``left_padding`` says where each row's
+own keys start, its positions (RoPE, ``wpe``) count from there, and the mask hides the
+padding. Rows leave (``filter``) and join (``merge``) between steps.
+
+Both answer the backbones' two questions before a forward pass: the positions of the new
+inputs (``positions``) and the mask over the keys they attend (``mask``)."""
 
 from __future__ import annotations
 
 import mlx.core as mx
 
 from ..layers import attention
+
+GROW_STEPS = 128  # positions a batch cache grows by when it runs out of room
 
 
 class KVCache:
@@ -32,6 +43,108 @@ class KVCache:
         self.offset = end
         return self.keys[:, :, :end, :], self.values[:, :, :end, :]
 
+    def positions(self, length: int) -> mx.array:
+        """Positions ``[length]`` of the next ``length`` inputs."""
+        return mx.arange(self.offset, self.offset + length)
+
+    def mask(self, length: int) -> str | None:
+        return attention_mask(length)
+
+
+class BatchKVCache:
+    """One attention layer's keys and values for rows of different lengths, left-padded.
+
+    ``keys``/``values`` are ``[rows, heads, capacity, head_dim]``; columns ``offset`` and
+    beyond are free, and row ``b``'s own keys are the columns from ``left_padding[b]``."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offset: int, left_padding: list[int]):
+        self.keys, self.values = keys, values
+        self.offset = offset
+        self.left_padding = list(left_padding)
+
+    @classmethod
+    def empty(cls, rows: int, num_kv_heads: int, head_dim: int, capacity: int, dtype):
+        shape = (rows, num_kv_heads, capacity, head_dim)
+        return cls(mx.zeros(shape, dtype), mx.zeros(shape, dtype), 0, [0] * rows)
+
+    @property
+    def rows(self) -> int:
+        return self.keys.shape[0]
+
+    def update(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        start, end = self.offset, self.offset + keys.shape[2]
+        if end > self.keys.shape[2]:
+            self._grow(max(GROW_STEPS, end - self.keys.shape[2]))
+        self.keys[:, :, start:end, :] = keys
+        self.values[:, :, start:end, :] = values
+        self.offset = end
+        return self.keys[:, :, :end, :], self.values[:, :, :end, :]
+
+    def _grow(self, steps: int) -> None:
+        rows, heads, _, dim = self.keys.shape
+        extra = mx.zeros((rows, heads, steps, dim), self.keys.dtype)
+        self.keys = mx.concatenate([self.keys[:, :, : self.offset], extra], axis=2)
+        self.values = mx.concatenate([self.values[:, :, : self.offset], extra], axis=2)
+
+    def positions(self, length: int) -> mx.array:
+        """Each row's own positions ``[rows, length]`` of the next ``length`` inputs
+        (padding columns, before a row starts, get position 0)."""
+        start = self.offset - mx.array(self.left_padding)
+        return mx.maximum(start[:, None] + mx.arange(length)[None], 0)
+
+    def mask(self, length: int) -> mx.array | str | None:
+        """Additive ``[rows, 1, length, offset + length]`` mask: causal, and no row sees
+        another row's padding; without padding, ``KVCache``'s mask. A padding query sees
+        itself, so that no softmax is empty (its output is never read)."""
+        if not any(self.left_padding):
+            return attention_mask(length)
+        keys = mx.arange(self.offset + length)
+        queries = self.offset + mx.arange(length)
+        causal = keys[None] <= queries[:, None]
+        own = keys[None, None] >= mx.array(self.left_padding)[:, None, None]
+        allowed = mx.logical_or(mx.logical_and(causal[None], own), keys == queries[:, None])
+        zero = mx.array(0.0, self.keys.dtype)
+        return mx.where(allowed, zero, mx.array(-mx.inf, self.keys.dtype))[:, None]
+
+    def filter(self, keep: list[int]) -> None:
+        """Keep rows ``keep`` (in that order); columns no kept row uses are dropped."""
+        pads = [self.left_padding[i] for i in keep]
+        trim = min(pads) if pads else 0
+        index = mx.array(keep, dtype=mx.int32)
+        self.keys = self.keys[index][:, :, trim:]
+        self.values = self.values[index][:, :, trim:]
+        self.offset -= trim
+        self.left_padding = [p - trim for p in pads]
+        mx.eval(self.keys, self.values)
+
+    def merge(self, other: BatchKVCache) -> None:
+        """Append ``other``'s rows; the shorter side is padded on the left so that both
+        write their next position at the same column."""
+        length = max(self.offset, other.offset)
+        room = max(self.keys.shape[2], other.keys.shape[2]) - length
+        keys, values = [], []
+        for cache in (self, other):
+            pad = length - cache.offset
+            keys.append(_shifted(cache.keys, cache.offset, pad, room))
+            values.append(_shifted(cache.values, cache.offset, pad, room))
+        pads = [p + length - self.offset for p in self.left_padding]
+        pads += [p + length - other.offset for p in other.left_padding]
+        self.keys = mx.concatenate(keys, axis=0)
+        self.values = mx.concatenate(values, axis=0)
+        self.offset, self.left_padding = length, pads
+        mx.eval(self.keys, self.values)
+
+
+def _shifted(buffer: mx.array, filled: int, pad: int, room: int) -> mx.array:
+    """``buffer``'s first ``filled`` columns after ``pad`` zero columns, ``room`` free after."""
+    rows, heads, _, dim = buffer.shape
+    parts = [buffer[:, :, :filled]]
+    if pad:
+        parts.insert(0, mx.zeros((rows, heads, pad, dim), buffer.dtype))
+    if room > 0:
+        parts.append(mx.zeros((rows, heads, room, dim), buffer.dtype))
+    return mx.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
+
 
 def attention_mask(length: int) -> str | None:
     """Causal mask for ``length`` new queries after the cached positions: none for one
@@ -49,7 +162,7 @@ def merge_heads(x: mx.array) -> mx.array:
     return x.transpose(0, 2, 1, 3).reshape(batch, length, -1)
 
 
-def attend(q, k, v, cache: KVCache | None, scale: float, mask) -> mx.array:
+def attend(q, k, v, cache, scale: float, mask) -> mx.array:
     """Attention of the new queries over the cached and new keys/values, heads merged."""
     if cache is not None:
         k, v = cache.update(k, v)

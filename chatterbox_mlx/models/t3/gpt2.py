@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..layers import Linear, gelu_approx
-from .cache import KVCache, attend, attention_mask, split_heads
+from .cache import BatchKVCache, KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
 
@@ -57,10 +57,10 @@ class GPT2Backbone(nn.Module):
         self.h = [GPT2Block(config) for _ in range(config.num_layers)]
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
 
-    def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
-        offset = cache[0].offset if cache else 0
-        x = x + self.wpe(mx.arange(offset, offset + x.shape[1]))
-        mask = attention_mask(x.shape[1])
+    def __call__(self, x: mx.array, cache: list[KVCache | BatchKVCache] | None = None) -> mx.array:
+        length = x.shape[1]
+        x = x + self.wpe(cache[0].positions(length) if cache else mx.arange(length))
+        mask = cache[0].mask(length) if cache else attention_mask(length)
         for i, block in enumerate(self.h):
             x = block(x, mask, cache[i] if cache else None)
         return self.ln_f(x)

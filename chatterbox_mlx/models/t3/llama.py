@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..layers import Linear, silu
-from .cache import KVCache, attend, attention_mask, split_heads
+from .cache import BatchKVCache, KVCache, attend, attention_mask, split_heads
 from .config import T3Config
 
 
@@ -96,16 +96,19 @@ class LlamaBackbone(nn.Module):
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self._inv_freq = mx.array(llama3_inv_freq(config))
 
-    def rope(self, offset: int, length: int) -> tuple[mx.array, mx.array]:
-        positions = mx.arange(offset, offset + length, dtype=mx.float32)
-        freqs = positions[:, None] * self._inv_freq[None, :]
+    def rope(self, positions: mx.array) -> tuple[mx.array, mx.array]:
+        """cos, sin of ``positions`` ``[T]`` -> ``[T, head_dim]``, or per row ``[B, T]`` ->
+        ``[B, 1, T, head_dim]`` (broadcast over the heads)."""
+        freqs = positions.astype(mx.float32)[..., None] * self._inv_freq
         emb = mx.concatenate([freqs, freqs], axis=-1)
+        if emb.ndim == 3:
+            emb = emb[:, None]
         return mx.cos(emb), mx.sin(emb)
 
-    def __call__(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
-        offset = cache[0].offset if cache else 0
-        cos, sin = self.rope(offset, x.shape[1])
-        mask = attention_mask(x.shape[1])
+    def __call__(self, x: mx.array, cache: list[KVCache | BatchKVCache] | None = None) -> mx.array:
+        length = x.shape[1]
+        cos, sin = self.rope(cache[0].positions(length) if cache else mx.arange(length))
+        mask = cache[0].mask(length) if cache else attention_mask(length)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache[i] if cache else None)
         return self.norm(x)

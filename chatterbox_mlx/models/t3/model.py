@@ -3,13 +3,14 @@ teacher-forced forward, and generation through the one decode loop (``decode.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from ..layers import Linear, overlaps_evaluation
+from .batch import BatchRow, RowToken, decode_batch
 from .cache import KVCache
 from .cond_enc import LearnedPositionEmbeddings, T3CondEnc
 from .config import T3Cond, T3Config
@@ -221,23 +222,12 @@ class T3(nn.Module):
             n_prompt = cfg.perceiver_queries
         return 1 + n_prompt + int(cfg.emotion_adv)
 
-    def generate_steps(
-        self,
-        t3_cond: T3Cond,
-        text_tokens: mx.array,
-        sampler: Sampler,
-        *,
-        max_new_tokens: int = 1000,
-        key: mx.array | None = None,
-        noise: mx.array | None = None,
-    ) -> Iterator[T3Step]:
-        """Sample up to ``max_new_tokens`` speech tokens (the stop token included), one
-        ``T3Step`` each, with ``sampler`` (``Sampler.cfg`` or ``Sampler.turbo``).
-
-        Conditioning + text + BOS (speech position 0 where the variant has learned
-        positions); with CFG a batch of two whose second row has its text zeroed.
-        ``key`` seeds the draws, ``noise`` (``[max_new_tokens, vocab]`` Exp(1)) replaces
-        them."""
+    def prompt_embeds(
+        self, t3_cond: T3Cond, text_tokens, sampler: Sampler, max_new_tokens: int
+    ) -> mx.array:
+        """The checked prompt of one generation, ``[rows, length, dim]``: conditioning +
+        text + BOS (speech position 0 where the variant has learned positions); with CFG
+        two rows, the second with its text zeroed (the unconditional row)."""
         cfg = self.config
         if int(max_new_tokens) != max_new_tokens or max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
@@ -256,10 +246,41 @@ class T3(nn.Module):
                 bos_embed = bos_embed + self.speech_pos_emb.fixed(0)
             embeds = mx.concatenate([embeds, bos_embed], axis=1)
         self._check_context(embeds.shape[1] + max_new_tokens)
+        return embeds
+
+    def step_logits(self, x: mx.array, cache: list) -> mx.array:
+        """Raw float32 speech logits ``[rows, vocab]`` of the last input position."""
+        return self.speech_head(self.tfmr(x, cache)[:, -1]).astype(mx.float32)
+
+    def embed_speech(self, tokens: mx.array, indices: mx.array) -> mx.array:
+        """Inputs ``[n, 1, dim]`` of speech tokens ``[n, 1]``, the ``indices[j]``-th
+        sampled token of each row (learned speech position ``index + 1``)."""
+        embed = self.speech_emb(tokens)
+        if self.config.learned_pos_emb:
+            embed = embed + self.speech_pos_emb.emb(indices + 1)[:, None]
+        return embed
+
+    def generate_steps(
+        self,
+        t3_cond: T3Cond,
+        text_tokens: mx.array,
+        sampler: Sampler,
+        *,
+        max_new_tokens: int = 1000,
+        key: mx.array | None = None,
+        noise: mx.array | None = None,
+    ) -> Iterator[T3Step]:
+        """Sample up to ``max_new_tokens`` speech tokens (the stop token included), one
+        ``T3Step`` each, with ``sampler`` (``Sampler.cfg`` or ``Sampler.turbo``), from
+        ``prompt_embeds``. ``key`` seeds the draws, ``noise`` (``[max_new_tokens, vocab]``
+        Exp(1)) replaces them. ``generate_batch`` runs several at once."""
+        cfg = self.config
+        embeds = self.prompt_embeds(t3_cond, text_tokens, sampler, max_new_tokens)
+        batch = embeds.shape[0]
         cache = self.make_cache(batch, embeds.shape[1] + max_new_tokens)
 
         def step_logits(x: mx.array) -> mx.array:
-            return self.speech_head(self.tfmr(x, cache)[:, -1]).astype(mx.float32)
+            return self.step_logits(x, cache)
 
         def embed_token(token: mx.array, index: int) -> mx.array:
             embed = self.speech_emb(token)
@@ -280,6 +301,16 @@ class T3(nn.Module):
             vocab=vocab,
             overlap=overlaps_evaluation(),
         )
+
+    def generate_batch(
+        self, rows: Iterable[BatchRow], *, batch_size: int = 4
+    ) -> Iterator[RowToken]:
+        """Several generations (``BatchRow``: conditioning, text, sampler, count, key) in
+        one forward pass per step, at most ``batch_size`` at a time: a row that finishes
+        leaves at once and the next one of ``rows`` (read lazily) joins. Yields a
+        ``RowToken`` per row and step; each row speaks what ``generate_steps`` speaks for
+        it alone (see ``batch.py``)."""
+        return decode_batch(self, rows, batch_size=batch_size)
 
     def inference(
         self,

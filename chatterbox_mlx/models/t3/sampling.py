@@ -3,7 +3,9 @@
 Each processor has exactly the semantics of its ``transformers`` counterpart
 (``RepetitionPenaltyLogitsProcessor``, ``TemperatureLogitsWarper``,
 ``TopKLogitsWarper``, ``TopPLogitsWarper``, ``MinPLogitsWarper``): logits are
-``[batch, vocab]`` float32, filtered entries become ``-inf``.
+``[batch, vocab]`` float32, filtered entries become ``-inf``. Every processor works row
+by row, so one call serves a batch of requests (``batch.py``), each row with its own
+repetition history.
 
 Sampling reproduces ``torch.multinomial(probs, 1)``, which on the CPU draws
 ``q ~ Exp(1)`` per entry and returns ``argmax(probs / q)``. The draw ``q`` is an
@@ -18,7 +20,7 @@ from functools import partial
 
 import mlx.core as mx
 
-# (logits [batch, vocab] float32, seen [1, vocab] bool) -> logits
+# (logits [batch, vocab] float32, seen [batch, vocab] bool) -> logits
 Processor = Callable[[mx.array, mx.array], mx.array]
 
 
@@ -117,8 +119,9 @@ def sample_from_probs(probs: mx.array, noise: mx.array) -> mx.array:
 
 
 def combine_cfg(logits: mx.array, seen: mx.array, weight: float) -> mx.array:
-    """Classifier-free guidance over rows (conditional, unconditional) -> one row."""
-    cond, uncond = logits[0:1], logits[1:2]
+    """Classifier-free guidance over pairs of rows (conditional, unconditional) -> one row
+    per pair (a batch of requests lays its pairs out one after another)."""
+    cond, uncond = logits[0::2], logits[1::2]
     return cond + mx.array(weight, dtype=mx.float32) * (cond - uncond)
 
 
