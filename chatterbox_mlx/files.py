@@ -24,8 +24,9 @@ class AtomicFile:
 
     def __init__(self, path: str | os.PathLike, mode: int | None = None):
         self.path = Path(path)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                    dir=self.path.parent)  # fmt: skip
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         self.tmp_path = Path(name)
         self.file: BinaryIO = os.fdopen(fd, "w+b")  # encoders seek back to headers
         self._mode = 0o666 & ~_umask() if mode is None else mode  # mkstemp makes 0600

@@ -243,13 +243,16 @@ class _Encoder:
                 target, "w", self.sample_rate, 1, subtype=subtype, format=major
             )
             if stream and self.format == "mp3":
-                _sf_command(self._soundfile, _SFC_SET_COMPRESSION_LEVEL,
-                            _MP3_STREAM_COMPRESSION, "double")  # fmt: skip
-                _sf_command(self._soundfile, _SFC_SET_BITRATE_MODE,
-                            _SF_BITRATE_MODE_CONSTANT, "int")  # fmt: skip
+                _sf_command(
+                    self._soundfile, _SFC_SET_COMPRESSION_LEVEL, _MP3_STREAM_COMPRESSION, "double"
+                )
+                _sf_command(
+                    self._soundfile, _SFC_SET_BITRATE_MODE, _SF_BITRATE_MODE_CONSTANT, "int"
+                )
             if stream and self.format == "opus":
-                _sf_command(self._soundfile, _SFC_SET_OGG_PAGE_LATENCY_MS,
-                            _OPUS_STREAM_PAGE_MS, "double")  # fmt: skip
+                _sf_command(
+                    self._soundfile, _SFC_SET_OGG_PAGE_LATENCY_MS, _OPUS_STREAM_PAGE_MS, "double"
+                )
 
     def write(self, chunk, what: str) -> None:
         x = _mono(chunk, what)

@@ -94,8 +94,12 @@ class LineProgress(Progress):
             if report:
                 elapsed = time.monotonic() - started
                 left = elapsed / done * (total - done)
-                print(f"{description} {done}/{total}, {elapsed:.0f} s elapsed, about "
-                      f"{left:.0f} s left", file=self.stream, flush=True)  # fmt: skip
+                print(
+                    f"{description} {done}/{total}, {elapsed:.0f} s elapsed, about "
+                    f"{left:.0f} s left",
+                    file=self.stream,
+                    flush=True,
+                )
 
         try:
             yield advance

@@ -34,12 +34,16 @@ class ChatterboxVC:
         self.ref_dict = as_gen_cond(ref_dict)
 
     @classmethod
-    def from_pretrained(cls, device=None, *, name: str | Path | None = None,
-                        revision: str | None = None):  # fmt: skip
+    def from_pretrained(
+        cls, device=None, *, name: str | Path | None = None, revision: str | None = None
+    ):
         use_device(device)
-        c = hub.load_components(name or get_variant("english").repo_id, "english",
-                                revision=revision,
-                                networks=("flow", "hift", "s3tokenizer", "campplus"))  # fmt: skip
+        c = hub.load_components(
+            name or get_variant("english").repo_id,
+            "english",
+            revision=revision,
+            networks=("flow", "hift", "s3tokenizer", "campplus"),
+        )
         s3gen = S3Gen(c.flow, c.hift, c.s3tokenizer, c.campplus, meanflow=False)
         return cls(s3gen, device, c.conds.gen if c.conds is not None else None)
 
@@ -58,8 +62,15 @@ class ChatterboxVC:
             )
             self.ref_dict = evaluated(Conditionals(None, gen)).gen
 
-    def generate(self, audio, target_voice_path=None, *, watermark: bool = True,
-                 seed: int | None = None, sr: int | None = None) -> mx.array:  # fmt: skip
+    def generate(
+        self,
+        audio,
+        target_voice_path=None,
+        *,
+        watermark: bool = True,
+        seed: int | None = None,
+        sr: int | None = None,
+    ) -> mx.array:
         """``audio``: the speech to convert (path, or array with ``sr=``)."""
         key = call_key(seed)
         if target_voice_path:
