@@ -11,6 +11,7 @@ from ..params import parse_schedule
 
 VOICE_COMMAND = "voice"
 SERVE_COMMAND = "serve"
+WYOMING_COMMAND = "wyoming"
 
 
 class CLIError(Exception):
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chatterbox text-to-speech on Apple MLX. Reads text from --text, "
         "--file or standard input and writes audio (WAV, FLAC, MP3, Opus), or plays it "
         f"live. `chatterbox-mlx {VOICE_COMMAND} save CLIP -o me.voice` saves a cloned voice; "
-        f"`chatterbox-mlx {SERVE_COMMAND} --model turbo` starts the OpenAI-compatible server.",
+        f"`chatterbox-mlx {SERVE_COMMAND} --model turbo` starts the OpenAI-compatible server; "
+        f"`chatterbox-mlx {WYOMING_COMMAND}` a Wyoming server for Home Assistant.",
     )
     _add_model_args(p)
     src = p.add_mutually_exclusive_group()

@@ -2,7 +2,8 @@
 
 ``chatterbox-mlx voice save CLIP -o me.voice`` saves a cloned voice (without CLIP: the
 model's built-in voice) for ``--voice me.voice``; ``chatterbox-mlx serve`` starts the
-OpenAI-compatible speech server (``chatterbox_mlx.server``).
+OpenAI-compatible speech server (``chatterbox_mlx.server``); ``chatterbox-mlx wyoming``
+the Wyoming protocol server for Home Assistant (``chatterbox_mlx.wyoming``).
 
 Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr, detail lines
 indented below it), 130 Ctrl-C, 143 SIGTERM. Nothing is left half-written.
@@ -14,7 +15,14 @@ import resource
 import sys
 import time
 
-from .arguments import SERVE_COMMAND, VOICE_COMMAND, CLIError, build_parser, build_voice_parser
+from .arguments import (
+    SERVE_COMMAND,
+    VOICE_COMMAND,
+    WYOMING_COMMAND,
+    CLIError,
+    build_parser,
+    build_voice_parser,
+)
 
 # ---- input --------------------------------------------------------------------------
 
@@ -266,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..server import main as serve
 
         return serve(argv[1:])
+    if argv[:1] == [WYOMING_COMMAND]:
+        from ..wyoming.cli import main as wyoming
+
+        return wyoming(argv[1:])
     voice = bool(argv) and argv[0] == VOICE_COMMAND
     args = (build_voice_parser().parse_args(argv[1:]) if voice
             else build_parser().parse_args(argv))  # fmt: skip

@@ -33,6 +33,13 @@ _CLAUSE_END = re.compile(rf"[,;:，、；：][{_CLOSERS}]*(?=\s)|[，、；：]"
 _BRACKETED = re.compile(r"\[[^\[\]\n]*\]")
 
 
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just past each sentence end in ``text``, by the rule ``chunk_text`` cuts at
+    first. An end that the lookahead decided on the end of ``text`` alone (nothing after
+    it yet) is among them: a caller reading text as it arrives waits for more."""
+    return [m.end() for m in _SENTENCE_END.finditer(text)]
+
+
 _LOOKAHEAD = 200  # characters past the limit a match may need to see (its lookahead)
 
 
