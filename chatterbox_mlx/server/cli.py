@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the voice library folder (default: ~/.cache/chatterbox-mlx/voices)",
     )
+    p.add_argument(
+        "--wyoming",
+        metavar="URI",
+        help="also serve the Wyoming protocol (Home Assistant) on URI, e.g. "
+        "tcp://0.0.0.0:10200, with the same models and voices (docs/wyoming.md)",
+    )
     for flag, kind, default, meaning in LIMITS:
         p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default:g})")
     schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
@@ -172,6 +178,11 @@ def run(args) -> int:
     except LibraryError as err:
         raise ServeError(str(err)) from None
     sock = _bind(args.host, args.port)
+    wyoming = None
+    if args.wyoming:
+        from ..wyoming import beside_http
+
+        wyoming = beside_http(args.wyoming)  # listening now, before the models load
     models = _load_models(args.model or ["turbo"], args.quantize)
     app = create_app(models, settings=settings, library=library)
     host, port = sock.getsockname()[:2]
@@ -195,7 +206,11 @@ def run(args) -> int:
         timeout_graceful_shutdown=5,
         access_log=args.log_level == "debug",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    if wyoming is not None:
+        print(f"{PROG}: Wyoming protocol on {wyoming.uri}", file=sys.stderr, flush=True)
+        wyoming.run(uvicorn.Server(config), [sock], app.state.server)
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
