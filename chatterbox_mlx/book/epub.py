@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from .sources import Book, BookError, Chapter
+from .chapters import Book, BookError, Chapter
 
 XHTML_TYPES = ("application/xhtml+xml", "text/html")
 COVER_TYPES = ("image/jpeg", "image/png")

@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .. import text as text_mod
-from .sources import BookError, Chapter
+from .chapters import BookError, Chapter
 
 MAX_CHUNK_CHARS = 300
 SENTENCE_PAUSE_S = 0.1  # between the chunks of one paragraph, as the pipeline joins them

@@ -141,8 +141,10 @@ class BookRenderer:
         saved, stays when no new attempt does better)."""
         best: _Attempt | None = None
         fewest = len(kept["problems"]) if kept is not None else None
+        spent = 0.0
         for attempt in range(len(tries), self.settings.retries + 1):
             candidate = self._attempt(chunk, attempt, reference)
+            spent += candidate.compute_seconds
             tries.append({"attempt": attempt, "seed": candidate.seed,
                           "problems": candidate.problems})  # fmt: skip
             if fewest is None or len(candidate.problems) < fewest:
@@ -152,14 +154,15 @@ class BookRenderer:
         if best is None:
             if kept is None:
                 raise WorkFolderError(f"chapter {chunk.chapter}: no attempts left to render")
-            record = {**kept, "tries": tries}
+            record = {**kept, "tries": tries,
+                      "compute_seconds": kept["compute_seconds"] + spent}  # fmt: skip
             self.work.save_record(chunk.chapter, chunk.index, record)
             return record
         record = {"chapter": chunk.chapter, "index": chunk.index, "text": chunk.text,
                   "text_sha256": chunk.text_sha256, "seed": best.seed, "attempt": best.attempt,
                   "tokens": best.tokens, "samples": len(best.wav),
                   "seconds": len(best.wav) / self.sr, "problems": best.problems,
-                  "tries": tries, "compute_seconds": best.compute_seconds}  # fmt: skip
+                  "tries": tries, "compute_seconds": spent}  # fmt: skip
         self.work.save(chunk.chapter, chunk.index, best.wav, record)
         return record
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..audio.formats import encode_audio
 from ..files import atomic_write
-from .sources import BookError
+from .chapters import BookError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
