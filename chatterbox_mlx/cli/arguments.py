@@ -11,6 +11,7 @@ from ..params import parse_schedule
 
 VOICE_COMMAND = "voice"
 SERVE_COMMAND = "serve"
+BOOK_COMMAND = "book"
 WYOMING_COMMAND = "wyoming"
 
 

@@ -3,7 +3,8 @@
 ``chatterbox-mlx voice save CLIP -o me.voice`` saves a cloned voice (without CLIP: the
 model's built-in voice) for ``--voice me.voice``; ``chatterbox-mlx serve`` starts the
 OpenAI-compatible speech server (``chatterbox_mlx.server``); ``chatterbox-mlx wyoming``
-the Wyoming protocol server for Home Assistant (``chatterbox_mlx.wyoming``).
+the Wyoming protocol server for Home Assistant (``chatterbox_mlx.wyoming``);
+``chatterbox-mlx book BOOK -o book.m4b`` makes an audiobook (``chatterbox_mlx.book``).
 
 Exit codes: 0 done, 1 bad input or a failure (one-line message on stderr, detail lines
 indented below it), 130 Ctrl-C, 143 SIGTERM. Nothing is left half-written.
@@ -16,6 +17,7 @@ import sys
 import time
 
 from .arguments import (
+    BOOK_COMMAND,
     SERVE_COMMAND,
     VOICE_COMMAND,
     WYOMING_COMMAND,
@@ -274,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..server import main as serve
 
         return serve(argv[1:])
+    if argv[:1] == [BOOK_COMMAND]:
+        from ..book.cli import main as book
+
+        return book(argv[1:])
     if argv[:1] == [WYOMING_COMMAND]:
         from ..wyoming.cli import main as wyoming
 
