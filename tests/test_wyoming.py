@@ -422,6 +422,44 @@ def test_zeroconf_record_names_the_wyoming_service():
             service_info(bad, "127.0.0.1", 10200)
 
 
+async def look_up(name: str, wait_ms: int):
+    """The ``_wyoming._tcp`` record ``name`` as a fresh zeroconf on 127.0.0.1 finds it."""
+    from chatterbox_mlx.wyoming.discovery import SERVICE_TYPE
+
+    from zeroconf.asyncio import AsyncZeroconf
+
+    browser = AsyncZeroconf(interfaces=["127.0.0.1"])
+    try:
+        return await browser.async_get_service_info(SERVICE_TYPE, name, wait_ms)
+    finally:
+        await browser.async_close()
+
+
+def test_zeroconf_advertises_on_loopback_and_withdraws():
+    """The record registered on 127.0.0.1 only (mDNS never leaves the machine) is found
+    by a second zeroconf instance there; after ``close`` a fresh one no longer finds it."""
+    from chatterbox_mlx.wyoming.discovery import Advertiser, service_info
+
+    info = service_info("chatterbox-mlx-test", "127.0.0.1", 10299)
+
+    async def advertise():
+        advertiser = Advertiser(info, interfaces=["127.0.0.1"])
+        try:
+            await advertiser.start()
+        except OSError as err:
+            pytest.skip(f"no multicast on the loopback interface here: {err}")
+        try:
+            found = await look_up(info.name, 5000)
+        finally:
+            await advertiser.close()
+        return found, await look_up(info.name, 1500)
+
+    found, after = asyncio.run(advertise())
+    assert found is not None, "the advertised record was not found on 127.0.0.1"
+    assert (found.port, found.parsed_addresses()) == (10299, ["127.0.0.1"])
+    assert after is None
+
+
 # ---- the command lines ---------------------------------------------------------------
 
 
@@ -466,10 +504,14 @@ def command(*args: str, pattern: str, timeout: float = 300):
 def test_wyoming_command_serves_and_stops_on_sigterm(tmp_path):
     args = ("-m", "chatterbox_mlx.wyoming", "--uri", "tcp://127.0.0.1:0",
             "--model", str(short_voice_dir("turbo")), "--voices", str(tmp_path / "v"),
-            "--max-new-tokens", "2", "--chunk-tokens", "2", "--no-watermark")  # fmt: skip
+            "--max-new-tokens", "2", "--chunk-tokens", "2", "--no-watermark",
+            "--zeroconf", "chatterbox-mlx-cli-test")  # fmt: skip
     pattern = r"serving turbo on tcp://127\.0\.0\.1:(\d+) \(voices in "
     with command(*args, pattern=pattern) as (proc, log, match):
         port = int(match.group(1))
+        assert "advertised as chatterbox-mlx-cli-test._wyoming._tcp.local." in match.string
+        found = asyncio.run(look_up("chatterbox-mlx-cli-test._wyoming._tcp.local.", 5000))
+        assert found is not None and found.port == port  # bound to 127.0.0.1: announced there
         info = asyncio.run(ask(port, Describe(), until="info"))
         assert [v.name for v in Info.from_event(info[-1]).tts[0].voices] == ["default"]
         events = asyncio.run(ask(port, Synthesize(text=HELLO)))

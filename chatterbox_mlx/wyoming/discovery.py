@@ -58,7 +58,8 @@ def service_info(name: str, address: str, port: int):
 
 
 class Advertiser:
-    """Registers ``info`` while the server runs (``interfaces``: zeroconf's, default all)."""
+    """Registers ``info`` while the server runs (``interfaces``: the addresses to announce
+    on, default every interface)."""
 
     def __init__(self, info, interfaces=None):
         self.info = info

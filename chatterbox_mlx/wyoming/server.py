@@ -107,7 +107,10 @@ def advertiser_for(server: AsyncServer, name: str):
     if not isinstance(server, SocketServer):
         raise WyomingServeError("--zeroconf needs a tcp:// --uri (Home Assistant connects by TCP)")
     host, port = server.address
-    return Advertiser(service_info(name, advertised_address(host), port))
+    address = advertised_address(host)
+    # bound to one IPv4 address: announced on that interface only (127.0.0.1: this machine)
+    interfaces = [address] if address == host and ":" not in host else None
+    return Advertiser(service_info(name, address, port), interfaces)
 
 
 async def serve(server: AsyncServer, service: Service, advertiser=None) -> None:
