@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from .. import __version__
 from .errors import install_handlers
+from .guard import SiteGuard
 from .jobs import ModelWorker
 from .routes import ROUTERS
 from .state import ServedModel, ServerState, Settings, named_models
@@ -68,6 +69,9 @@ def create_app(
     )
     app.state.server = state
     install_handlers(app)
+    app.add_middleware(
+        SiteGuard, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins
+    )
     for router in ROUTERS:
         app.include_router(router)
     return app

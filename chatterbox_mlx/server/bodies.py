@@ -39,19 +39,60 @@ def size(n: int) -> str:
     return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
+MAX_DIGITS = 64  # longer integers in a JSON body are refused (no field needs them)
+EXAMPLE = '{"model": "tts-1", "input": "Hello.", "voice": "alloy"}'
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _integer(digits: str) -> int:
+    if len(digits) > MAX_DIGITS:
+        raise _TooLong(f"an integer of {len(digits):,} digits")
+    return int(digits)
+
+
+def _bad_json(problem: str) -> APIError:
+    return APIError(
+        400,
+        f"the request body is not valid JSON ({problem}); send a JSON object such as "
+        f"{EXAMPLE} with Content-Type: application/json",
+        param="body",
+        code="invalid_json",
+    )
+
+
+def require_json(request) -> None:
+    """415 unless the body is declared JSON (a web page cannot send that to another
+    site without asking first: CORS preflight)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not (
+        kind.startswith("application/") and kind.endswith("+json")
+    ):
+        raise APIError(
+            415,
+            f"the body must be JSON sent with Content-Type: application/json, not "
+            f"{kind or 'no Content-Type'}; e.g. curl -H 'Content-Type: application/json' "
+            f"-d '{EXAMPLE}'",
+            param="body",
+            code="unsupported_media_type",
+        )
+
+
 async def read_json(request):
+    """The body as JSON; 400 for anything malformed (bad UTF-8 or syntax, nesting past
+    Python's recursion limit, an integer of more than MAX_DIGITS digits)."""
+    require_json(request)
     raw = await read_body(request, JSON_LIMIT, "request body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_integer)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise APIError(
-            400,
-            f"the request body is not valid JSON ({err}); send a JSON object "
-            'such as {"model": "tts-1", "input": "Hello.", "voice": "alloy"} with '
-            "Content-Type: application/json",
-            param="body",
-            code="invalid_json",
-        ) from None
+        raise _bad_json(str(err)) from None
+    except RecursionError:
+        raise _bad_json("nested too deeply") from None
+    except _TooLong as err:
+        raise _bad_json(f"{err}; numbers have at most {MAX_DIGITS} digits") from None
 
 
 async def read_form(request, limit: int):

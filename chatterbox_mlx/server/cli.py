@@ -3,7 +3,8 @@ the OpenAI-compatible server (uvicorn) on 127.0.0.1:8000 unless told otherwise.
 
 Exit codes: 1 bad input (one line on standard error: a model that cannot load, a port in
 use, the server extra missing), 2 a malformed command line. Ctrl-C and SIGTERM shut down
-gracefully (requests in flight get 5 s), then exit as the signal says: 130 for Ctrl-C,
+gracefully (queued requests get a 503, running ones end at their next chunk, within
+``--shutdown-grace``), then exit as the signal says: 130 for Ctrl-C,
 killed by SIGTERM (143 in a shell), as uvicorn does.
 """
 
@@ -44,9 +45,23 @@ def _positive(kind):
 LIMITS = (
     ("--max-queue", _count, 8, "requests that may wait per model while one generates (more: 429)"),
     ("--max-chars", _positive(int), 4096, "longest input in characters (OpenAI's: 4096)"),
-    ("--max-new-tokens", _positive(int), 1000, "cap on speech tokens a request, 25 a second"),
+    ("--max-new-tokens", _positive(int), 15000, "cap on a request's speech tokens, 25 a second"),
+    ("--max-audio-seconds", _positive(float), 600.0, "cap on a request's audio, pauses included"),
     ("--max-upload-mb", _positive(float), 20.0, "largest voice upload in MiB"),
     ("--max-voice-seconds", _positive(float), 60.0, "longest voice clip in seconds"),
+    (
+        "--request-timeout",
+        _positive(float),
+        30.0,
+        "seconds to receive a request's headers and body",
+    ),
+    (
+        "--max-connections",
+        _positive(int),
+        1000,
+        "open connections (fewer if the file limit is low)",
+    ),
+    ("--shutdown-grace", _positive(float), 10.0, "seconds a shutdown waits for running responses"),
 )
 
 
@@ -97,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-prompt-tokens", type=_count, default=STREAM_PROMPT_TOKENS,
                    metavar="N", help="streaming: the voice prompt's last N tokens condition "
                    f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)")  # fmt: skip
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name that reaches this server besides localhost, its "
+        "addresses and its host name (a proxy's, a DNS name); '*': any; repeatable",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web site (e.g. http://localhost:3000) whose pages may call the API "
+        "from a browser; '*': any; repeatable (default: only this server's page)",
+    )
     p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
@@ -114,6 +145,12 @@ def settings_from(args):
         max_chars=args.max_chars,
         max_queue=args.max_queue,
         max_new_tokens=args.max_new_tokens,
+        max_audio_seconds=args.max_audio_seconds,
+        request_timeout=args.request_timeout,
+        max_connections=args.max_connections,
+        shutdown_grace=args.shutdown_grace,
+        allowed_hosts=tuple(args.allowed_host),
+        cors_origins=tuple(args.cors_origin),
         chunk_tokens=args.chunk_tokens,
         flow_prompt_tokens=args.flow_prompt_tokens,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
@@ -166,13 +203,14 @@ def run(args) -> int:
                 f"the server needs the `server` extra ({package} is missing): "
                 "pip install 'mlx-chatterbox[server]'"
             )
-    import uvicorn
-
     from .app import create_app
+    from .connections import raise_file_limit
+    from .serving import make_server
     from .voices import LibraryError, VoiceLibrary, default_dir
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     settings = settings_from(args)
+    raise_file_limit()  # before the sockets: the connection cap follows the limit
     try:
         library = VoiceLibrary(args.voices or default_dir())
     except LibraryError as err:
@@ -200,17 +238,12 @@ def run(args) -> int:
             file=sys.stderr,
             flush=True,
         )
-    config = uvicorn.Config(
-        app,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-        access_log=args.log_level == "debug",
-    )
+    server = make_server(app, log_level=args.log_level, access_log=args.log_level == "debug")
     if wyoming is not None:
         print(f"{PROG}: Wyoming protocol on {wyoming.uri}", file=sys.stderr, flush=True)
-        wyoming.run(uvicorn.Server(config), [sock], app.state.server)
+        wyoming.run(server, [sock], app.state.server)
     else:
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     return 0
 
 

@@ -9,6 +9,7 @@ the client gets one line, never a traceback).
 from __future__ import annotations
 
 import logging
+import reprlib
 
 logger = logging.getLogger("chatterbox_mlx.server")
 
@@ -17,13 +18,26 @@ TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     404: "invalid_request_error",
+    403: "invalid_request_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     503: "server_error",
 }
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4
+
+
+def shown(value) -> str:
+    """``repr(value)`` cut short (a message never echoes a long value back whole)."""
+    return _SHORT.repr(value)
 
 
 class APIError(Exception):
@@ -64,8 +78,11 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 def install_handlers(app) -> None:
     """Turn every error into the OpenAI shape (see the module docstring)."""
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    from .logs import throttled
 
     def respond(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(body, status_code=status, headers=headers)
@@ -102,8 +119,28 @@ def install_handlers(app) -> None:
         message = f"{'.'.join(where) or 'request'}: {first.get('msg', 'invalid')}"
         return respond(400, error_body(400, message, param, "invalid_value"))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request, err: ClientDisconnect):
+        throttled(
+            logger,
+            logging.INFO,
+            ("client left mid-request", request.url.path),
+            "a client left while sending its request to %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def _unexpected(request, err: Exception):
-        logger.exception("internal error on %s %s", request.method, request.url.path)
+        throttled(
+            logger,
+            logging.ERROR,
+            ("internal error", request.url.path, type(err).__name__),
+            "internal error on %s %s",
+            request.method,
+            request.url.path,
+            exc_info=(type(err), err, err.__traceback__),
+        )
         message = f"internal server error ({type(err).__name__}); the server log has the details"
         return respond(500, error_body(500, message, code="internal_error"))

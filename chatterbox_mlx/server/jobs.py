@@ -5,6 +5,8 @@ order. ``submit`` refuses a job (:class:`QueueFull`, the server's 429) when ``ma
 jobs already wait behind the running one. A job hands its results to the event loop
 through ``emit`` (thread-safe) and reads ``cancelled`` between chunks; a job cancelled
 while it waits (its client left) is dropped without running and frees its place at once.
+On shutdown (``begin_shutdown``) the waiting jobs are answered with ``ShuttingDown`` and
+the running one is asked to end at its next chunk (``Job.stopping``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Exception):
+    """The server is shutting down: the job was not run (the server's 503)."""
+
+
 class Job:
     """Work for a model's thread: ``run(job)`` computes, calls ``job.emit(DATA, value)``
     and may set ``job.result``; the event loop reads the items with ``await job.next()``:
@@ -45,6 +51,7 @@ class Job:
         self._loop = loop
         self._items: asyncio.Queue = asyncio.Queue()
         self._cancelled = threading.Event()
+        self._stopping = threading.Event()
         self.started = threading.Event()
         self.finished = threading.Event()
         self.chunks = 0  # items of audio computed (for the stats)
@@ -56,6 +63,14 @@ class Job:
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    @property
+    def stopping(self) -> bool:
+        """The server is shutting down: end the work at the next chunk, properly."""
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def emit(self, kind: str, value=None) -> None:
         try:
@@ -77,6 +92,7 @@ class ModelWorker:
         self._running: Job | None = None
         self._cond = threading.Condition()
         self._stop = False
+        self._closing = False
         self._durations: deque[float] = deque(maxlen=20)
         self.stats = {
             "done": 0,
@@ -93,6 +109,8 @@ class ModelWorker:
 
     def submit(self, job: Job) -> None:
         with self._cond:
+            if self._closing:
+                raise ShuttingDown
             self._prune()
             if len(self._waiting) + (self._running is not None) > self.max_queue:
                 self.stats["rejected"] += 1
@@ -128,7 +146,22 @@ class ModelWorker:
                 **self.stats,
             }
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def begin_shutdown(self) -> None:
+        """Take no more jobs; answer the waiting ones (``(ERROR, ShuttingDown())``) and
+        let the running one end at its next chunk (``Job.stop``)."""
+        with self._cond:
+            self._closing = True
+            waiting, self._waiting = list(self._waiting), deque()
+            running = self._running
+        for job in waiting:
+            job.cancel()
+            job.emit(ERROR, ShuttingDown())
+            job.emit(DONE, None)
+            job.finished.set()
+        if running is not None:
+            running.stop()
+
+    def stop(self, timeout: float = 1.0) -> None:
         with self._cond:
             self._stop = True
             for job in self._waiting:

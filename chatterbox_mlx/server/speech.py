@@ -1,15 +1,15 @@
 """``POST /v1/audio/speech``: the request as OpenAI's clients send it, checked field by
-field before it waits for the model, and the generation that runs in the model's thread.
+field (and its plan and budgets, ``synthesis``) before it waits for the model.
 
 Fields: ``input`` (required), ``model``, ``voice`` (a string or ``{"id": ...}``),
 ``response_format``, ``speed``, ``stream_format``, ``instructions`` (accepted, ignored),
 and Chatterbox's own: ``exaggeration``, ``cfg_weight``, ``temperature``, ``top_p``,
-``min_p``, ``top_k``, ``repetition_penalty``, ``max_new_tokens`` (capped by the server's
-``--max-new-tokens``), ``seed``, ``language``. Unknown fields are ignored, as OpenAI's
-clients send fields of newer API versions. A parameter the chosen model does not use
-(Turbo's ``exaggeration``, ``cfg_weight``, ``min_p``; ``language`` off the multilingual
-model; ``instructions``) is still checked, then left out and named in the
-``X-Ignored-Parameters`` response header.
+``min_p``, ``top_k``, ``repetition_penalty``, ``max_new_tokens`` (the speech tokens of
+the whole request, at most the server's ``--max-new-tokens``), ``seed``, ``language``.
+Unknown fields are ignored, as OpenAI's clients send fields of newer API versions. A
+parameter the chosen model does not use (Turbo's ``exaggeration``, ``cfg_weight``,
+``min_p``; ``language`` off the multilingual model; ``instructions``) is still checked,
+then left out and named in the ``X-Ignored-Parameters`` response header.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .. import params as params_mod
 from .. import text as text_mod
-from ..audio import formats
 from ..audio import speed as speed_mod
 from ..audio.encoder import ALIASES as FORMAT_ALIASES
 from ..constants import SAMPLES_PER_TOKEN
-from .errors import APIError
-from .jobs import DATA, Job
+from .errors import APIError, shown
+from .synthesis import SpeechPlan, check_length, plan_speech
 from .voices import BUILTIN_ID, VoiceEntry
 
 OPENAI_VOICES = (
@@ -81,6 +78,8 @@ class SpeechRequest:
     seed: int | None
     language: str | None
     params: dict
+    plan: SpeechPlan
+    token_budget: int  # speech tokens for the whole request (--max-new-tokens)
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -102,7 +101,9 @@ def _string(body: dict, name: str, default=None, *, lower: bool = False):
         return default
     if not isinstance(value, str):
         raise _bad(
-            f"{name} must be a string, got {type(value).__name__} {value!r}", name, "invalid_type"
+            f"{name} must be a string, got {type(value).__name__} {shown(value)}",
+            name,
+            "invalid_type",
         )
     return value.strip().lower() if lower else value
 
@@ -112,7 +113,7 @@ def _choice(body: dict, name: str, default: str, choices, aliases=None) -> str:
     value = (aliases or {}).get(value, value)
     if value not in choices:
         raise _bad(
-            f"{name} {body.get(name)!r} is not supported; supported: {', '.join(choices)}",
+            f"{name} {shown(body.get(name))} is not supported; supported: {', '.join(choices)}",
             name,
             f"unsupported_{name}",
         )
@@ -124,7 +125,7 @@ def _speed(body: dict) -> float:
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise _bad(f"speed must be a number, got {value!r}", "speed", "invalid_type")
+        raise _bad(f"speed must be a number, got {shown(value)}", "speed", "invalid_type")
     low, high = OPENAI_SPEED
     if not low <= value <= high:
         raise _bad(f"speed must be from {low} to {high} (OpenAI's range), got {value:g}", "speed")
@@ -146,7 +147,7 @@ def _seed(body: dict) -> int | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise _bad(f"seed must be an integer from 0 to 2**63-1, got {value!r}", "seed")
+        raise _bad(f"seed must be an integer from 0 to 2**63-1, got {shown(value)}", "seed")
     return value
 
 
@@ -182,7 +183,7 @@ def voice_reference(body: dict) -> str | None:
             )
     if not isinstance(value, str):
         raise _bad(
-            f'voice must be a string or {{"id": ...}}, got {value!r}', "voice", "invalid_type"
+            f'voice must be a string or {{"id": ...}}, got {shown(value)}', "voice", "invalid_type"
         )
     return value.strip()
 
@@ -205,7 +206,7 @@ def resolve_voice(ref: str | None, library, model) -> VoiceEntry | None:
         return None
     saved = ", ".join(f"{e.id} ({e.name})" for e in library.list()) or "none yet"
     raise _bad(
-        f"unknown voice {ref!r}; saved voices: {saved}; {BUILTIN_ID!r} and OpenAI's voice "
+        f"unknown voice {shown(ref)}; saved voices: {saved}; {BUILTIN_ID!r} and OpenAI's voice "
         f"names ({', '.join(OPENAI_VOICES)}) use the built-in voice. GET /v1/audio/voices "
         "lists them; POST /v1/audio/voices adds one",
         "voice",
@@ -213,13 +214,27 @@ def resolve_voice(ref: str | None, library, model) -> VoiceEntry | None:
     )
 
 
-def _generation(body: dict, model, cap: int) -> tuple[dict, list[str]]:
+class _Echo:
+    """A value that is not a number, shown short in the parameter check's message."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return shown(self.value)
+
+
+def _generation(body: dict, model, cap: int) -> tuple[dict, list[str], int]:
+    """The generation parameters the model uses, those it ignores, and the request's
+    speech-token budget (its ``max_new_tokens``, at most the server's cap)."""
     variant = model.model.variant
     chosen, ignored = {}, []
     for name in GENERATION_FIELDS:
         value = body.get(name)
         if value is None:
             continue
+        if not isinstance(value, bool | int | float):
+            value = _Echo(value)
         try:
             value = params_mod.check_value(name, value)
         except params_mod.ParameterError as err:
@@ -228,10 +243,8 @@ def _generation(body: dict, model, cap: int) -> tuple[dict, list[str]]:
             chosen[name] = value
         else:
             ignored.append(name)
-    chosen["max_new_tokens"] = min(
-        chosen.get("max_new_tokens", variant.generation["max_new_tokens"]), cap
-    )
-    return chosen, ignored
+    budget = min(chosen.pop("max_new_tokens", cap), cap)
+    return chosen, ignored, budget
 
 
 def _language(body: dict, model) -> tuple[str | None, bool]:
@@ -271,65 +284,24 @@ def parse_speech(body, state) -> SpeechRequest:
     speed = _speed(body)
     seed = _seed(body)
     language, language_ignored = _language(body, model)
-    params, ignored = _generation(body, model, settings.max_new_tokens)
+    params, ignored, budget = _generation(body, model, settings.max_new_tokens)
+    plan = _plan(text)
+    check_length(plan, speed, budget, settings.max_audio_seconds)
     voice = resolve_voice(voice_reference(body), state.library, model)
     if language_ignored:
         ignored.append("language")
     if body.get("instructions") is not None:
         ignored.append("instructions")
     return SpeechRequest(
-        text, model, voice, fmt, stream_format, speed, seed, language, params, ignored
+        text, model, voice, fmt, stream_format, speed, seed, language, params, plan, budget, ignored
     )
 
 
-def run_speech(job: Job, request: SpeechRequest, state) -> None:
-    """In the model's thread: generate, encode as it goes, ``emit`` the bytes of each
-    chunk (possibly empty: codecs work on whole frames); stop at the next chunk once the
-    job is cancelled. ``job.result``: the number of samples made."""
-    served = request.model
-    model = served.model
-    if request.voice is None:
-        voice = served.builtin
-    else:
-        voice = state.library.conditionals(
-            request.voice, model.variant.family, lambda clip: model.prepare_voice(str(clip))
-        )
-    stream = model.generate_stream(
-        request.text,
-        voice=voice,
-        chunk_tokens=state.settings.chunk_tokens,
-        flow_prompt_tokens=state.settings.flow_prompt_tokens,
-        seed=request.seed,
-        watermark=state.settings.watermark,
-        language_id=request.language,
-        speed=request.speed,
-        **request.params,
-    )
-    streaming = request.response_format in formats.STREAM_FORMATS
-    encoder = formats.StreamEncoder(request.response_format, model.sr) if streaming else None
-    pieces, samples = [], 0
+def _plan(text: str) -> SpeechPlan:
     try:
-        for chunk in stream:
-            wav = np.asarray(chunk, dtype=np.float32).reshape(-1)
-            samples += wav.size
-            job.chunks += 1
-            if encoder is not None:
-                job.emit(DATA, encoder.push(wav))
-            else:
-                pieces.append(wav)
-                job.emit(DATA, b"")  # progress: the response starts with the whole file
-            if job.cancelled:
-                return
-    finally:
-        stream.close()
-    if encoder is not None:
-        job.emit(DATA, encoder.finish())
-    else:
-        job.emit(
-            DATA,
-            formats.encode_audio(np.concatenate(pieces), model.sr, format=request.response_format),
-        )
-    job.result = samples
+        return plan_speech(text)
+    except text_mod.TextError as err:
+        raise _bad(str(err), "input") from None
 
 
 def usage(request: SpeechRequest, samples: int) -> dict:

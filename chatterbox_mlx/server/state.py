@@ -23,12 +23,18 @@ class Settings:
     api_key: str | None = None
     max_chars: int = 4096
     max_queue: int = 8
-    max_new_tokens: int = 1000
+    max_new_tokens: int = 15000  # speech tokens a request: 600 s at 25 a second
+    max_audio_seconds: float = 600.0
     chunk_tokens: int | tuple[int, ...] = STREAM_CHUNK_SCHEDULE
     flow_prompt_tokens: int | None = STREAM_PROMPT_TOKENS
     max_upload_bytes: int = 20 << 20
     max_voice_seconds: float = 60.0
     watermark: bool = True
+    request_timeout: float = 30.0  # seconds to receive a request's headers and body
+    max_connections: int = 1000  # open connections (fewer where the file limit is lower)
+    shutdown_grace: float = 10.0  # seconds a shutdown waits for running responses
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides localhost and this machine's
+    cors_origins: tuple[str, ...] = ()  # web sites that may call the API from a browser
 
 
 @dataclass
@@ -87,6 +93,11 @@ class ServerState:
         """Each served model described (``/v1/audio/models``), the default first."""
         default = self.default.name
         return [s.describe(self.settings, s.name == default) for s in self.models.values()]
+
+    def begin_shutdown(self) -> None:
+        """No more jobs; the waiting ones are answered, the running ones end early."""
+        for served in self.models.values():
+            served.worker.begin_shutdown()
 
     def close(self) -> None:
         for served in self.models.values():

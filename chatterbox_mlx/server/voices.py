@@ -167,7 +167,7 @@ class VoiceLibrary:
 
     def _folder(self, voice_id: str) -> Path:
         if not is_id(voice_id):  # never a path from a request that is not an id
-            raise LibraryError(f"invalid voice id {voice_id!r}", status=404, code="voice_not_found")
+            raise LibraryError("invalid voice id", status=404, code="voice_not_found")
         return self.root / voice_id
 
     def _read(self, folder: Path) -> VoiceEntry | None:
@@ -214,16 +214,21 @@ class VoiceLibrary:
         return None
 
     def check_new_name(self, name) -> str:
+        """``name``, checked (``check_name``) and unique: no voice has it (any case) as
+        its name or its id, so that a name or an id always picks one voice."""
         name = check_name(name)
-        existing = self.find(name)
-        if existing is not None and existing.name.casefold() == name.casefold():
-            raise LibraryError(
-                f"a voice named {existing.name!r} already exists (id {existing.id!r}); "
-                f"delete it first (DELETE /v1/audio/voices/{existing.id}) or choose another name",
-                status=409,
-                param="name",
-                code="voice_exists",
-            )
+        wanted = name.casefold()
+        for existing in self.list():
+            if wanted in (existing.name.casefold(), existing.id):
+                taken = "named" if wanted == existing.name.casefold() else "with the id"
+                raise LibraryError(
+                    f"a voice {taken} {name!r} already exists (id {existing.id!r}, name "
+                    f"{existing.name!r}); delete it first (DELETE /v1/audio/voices/"
+                    f"{existing.id}) or choose another name",
+                    status=409,
+                    param="name",
+                    code="voice_exists",
+                )
         return name
 
     # ---- writing --------------------------------------------------------------------
@@ -271,9 +276,12 @@ class VoiceLibrary:
             self.discard(staging)
 
     def _free_id(self, stem: str) -> str:
+        """An id no voice has as its id or (any case) as its name."""
+        names = {entry.name.casefold() for entry in self.list()}
         for n in range(1, 10_000):
             voice_id = stem if n == 1 else f"{stem[:58]}-{n}"
-            if voice_id != BUILTIN_ID and not (self.root / voice_id).exists():
+            taken = voice_id in names or (self.root / voice_id).exists()
+            if voice_id != BUILTIN_ID and not taken:
                 return voice_id
         raise LibraryError(f"no free id for {stem!r}", status=409, code="voice_exists")
 

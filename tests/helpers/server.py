@@ -86,20 +86,20 @@ def write_clip(path: Path, seconds: float, sr: int = 24000, seed: int = 0) -> Pa
 
 
 class ThreadServer:
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread::
+    """The server's uvicorn (``serving.make_server``: its connection rules and shutdown)
+    serving ``app`` on 127.0.0.1 (a free port) in a thread::
 
     with ThreadServer(app) as server:
         httpx.get(server.url + "/health")
     """
 
     def __init__(self, app):
-        import uvicorn
+        from chatterbox_mlx.server.serving import make_server
 
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
+        self.server = make_server(app, log_level="warning")
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

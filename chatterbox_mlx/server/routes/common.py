@@ -9,10 +9,12 @@ import hmac
 import logging
 
 from fastapi import Request
+from fastapi.responses import Response
 
 from ...text import TextError
 from ..errors import APIError
-from ..jobs import Job, QueueFull
+from ..jobs import Job, QueueFull, ShuttingDown
+from ..logs import throttled
 from ..speech import GENERATION_FIELDS
 from ..state import ServedModel, ServerState
 from ..voices import LibraryError
@@ -54,11 +56,25 @@ def library_error(err: LibraryError) -> APIError:
     return APIError(err.status, str(err), param=err.param, code=err.code)
 
 
+RETRY_AFTER_SHUTDOWN = 10  # seconds: a restart
+
+
+def shutting_down() -> APIError:
+    return APIError(
+        503,
+        "the server is shutting down; retry in a few seconds",
+        code="shutting_down",
+        headers={"Retry-After": str(RETRY_AFTER_SHUTDOWN)},
+    )
+
+
 def job_error(err: BaseException, param: str | None) -> APIError:
     """What a failed job answers: its own refusal, the library's message for bad input
     (a ValueError: parameters, text, audio, voice files), else a logged 500."""
     if isinstance(err, APIError):
         return err
+    if isinstance(err, ShuttingDown):
+        return shutting_down()
     if isinstance(err, LibraryError):
         return library_error(err)
     if isinstance(err, ValueError):
@@ -69,7 +85,13 @@ def job_error(err: BaseException, param: str | None) -> APIError:
         elif isinstance(err, TextError):
             param = "input"
         return APIError(400, message, param=param, code="invalid_value")
-    logger.error("generation failed", exc_info=(type(err), err, err.__traceback__))
+    throttled(
+        logger,
+        logging.ERROR,
+        ("generation failed", type(err).__name__),
+        "generation failed",
+        exc_info=(type(err), err, err.__traceback__),
+    )
     return APIError(
         500,
         f"generation failed ({type(err).__name__}: {err}); the server log has the details",
@@ -81,6 +103,8 @@ def submit(served: ServedModel, job: Job) -> None:
     """Queue ``job`` on the model's worker, or 429 (with Retry-After) when it is full."""
     try:
         served.worker.submit(job)
+    except ShuttingDown:
+        raise shutting_down() from None
     except QueueFull as full:
         raise APIError(
             429,
@@ -93,6 +117,19 @@ def submit(served: ServedModel, job: Job) -> None:
 
 class ClientGone(Exception):
     """The client closed the connection while its request waited or ran."""
+
+
+def client_left(request: Request) -> Response:
+    """What a request whose client left answers (nobody reads it), logged as one line."""
+    throttled(
+        logger,
+        logging.INFO,
+        ("client left", request.url.path),
+        "a client left before its answer to %s %s was ready",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=499)
 
 
 class Watch:

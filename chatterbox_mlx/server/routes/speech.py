@@ -13,10 +13,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..bodies import read_json
-from ..errors import APIError
 from ..jobs import DATA, DONE, ERROR, Job
-from ..speech import SpeechRequest, parse_speech, run_speech, usage
-from .common import ClientGone, Watch, check_key, job_error, server_state, submit
+from ..speech import SpeechRequest, parse_speech, usage
+from ..synthesis import run_speech
+from .common import (
+    ClientGone,
+    Watch,
+    check_key,
+    client_left,
+    job_error,
+    server_state,
+    shutting_down,
+    submit,
+)
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
@@ -41,12 +50,12 @@ async def speech(request: Request):
         if kind == ERROR:
             raise job_error(first, None)
         if kind == DONE:  # cancelled before any audio (server shutting down)
-            raise APIError(503, "the server is shutting down; retry", code="shutting_down")
+            raise shutting_down()
         if req.response_format == "flac":  # one file: it records its length at the end
             data, samples = await _collect(watch, job)
     except ClientGone:
         req.model.worker.cancel(job)
-        return Response(status_code=499)
+        return client_left(request)
     finally:
         watch.close()
     if req.response_format == "flac":

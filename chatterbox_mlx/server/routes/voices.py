@@ -1,23 +1,32 @@
 """The voice library over HTTP: ``GET /v1/audio/voices`` (the built-in voice, then the
 saved ones), ``POST /v1/audio/voices`` (multipart ``name`` + ``file`` or
 ``audio_sample``: the clip is checked, then prepared in the model's queue),
-``GET``/``DELETE /v1/audio/voices/{id}``."""
+``GET``/``DELETE /v1/audio/voices/{ref}`` (``ref`` an id or a name, as ``voice`` is in a
+speech request)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..bodies import read_form
-from ..errors import APIError
+from ..errors import APIError, shown
 from ..jobs import DONE, ERROR, Job
 from ..speech import OPENAI_VOICES
 from ..uploads import check_clip
 from ..voices import BUILTIN_ID, LibraryError
-from .common import ClientGone, Watch, check_key, job_error, library_error, server_state, submit
+from .common import (
+    ClientGone,
+    Watch,
+    check_key,
+    client_left,
+    job_error,
+    library_error,
+    server_state,
+    submit,
+)
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
@@ -36,7 +45,7 @@ def builtin_voice(request: Request) -> dict:
 def no_voice(voice_id: str) -> APIError:
     return APIError(
         404,
-        f"no saved voice with id {voice_id!r}; GET /v1/audio/voices lists them",
+        f"no saved voice with the id or name {shown(voice_id)}; GET /v1/audio/voices lists them",
         param="voice_id",
         code="voice_not_found",
     )
@@ -52,7 +61,7 @@ async def list_voices(request: Request):
 async def get_voice(voice_id: str, request: Request):
     if voice_id == BUILTIN_ID:
         return builtin_voice(request)
-    entry = server_state(request).library.get(voice_id)
+    entry = server_state(request).library.find(voice_id)
     if entry is None:
         raise no_voice(voice_id)
     return entry.public()
@@ -64,9 +73,11 @@ async def delete_voice(voice_id: str, request: Request):
         raise APIError(
             400, "the built-in voice cannot be deleted", param="voice_id", code="builtin_voice"
         )
-    if not server_state(request).library.delete(voice_id):
+    library = server_state(request).library
+    entry = library.find(voice_id)  # by id or by name, as speech finds it
+    if entry is None or not library.delete(entry.id):
         raise no_voice(voice_id)
-    return {"id": voice_id, "deleted": True, "object": "audio.voice.deleted"}
+    return {"id": entry.id, "deleted": True, "object": "audio.voice.deleted"}
 
 
 def _check_type(form) -> None:
@@ -142,6 +153,6 @@ async def create_voice(request: Request):
         served.worker.cancel(job)
         if not job.started.is_set():
             library.discard(staging)
-        return Response(status_code=499)
+        return client_left(request)
     finally:
         watch.close()

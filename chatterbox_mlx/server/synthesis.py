@@ -1,0 +1,209 @@
+"""A speech request's budgets and its generation in the model's thread.
+
+A request is planned whole before it waits for the model (``plan_speech``): the text
+pieces the pipeline speaks one call each (``text.plan_text``: sentence-sized chunks,
+never across a pause tag) and the silences between them (pause tags exactly; the join
+between chunks). Two budgets hold for the whole request however its text is split:
+
+- speech tokens (``--max-new-tokens``): each piece may use what the pieces before it
+  left, counted from the audio it made (25 tokens a second before the speed change);
+- audio length (``--max-audio-seconds``): estimated before any work (pauses exactly,
+  speech from the text at a fast speaker's rate, both through the speed) and refused
+  with a 400 when over; then counted sample by sample as the audio comes, the stream
+  cut at the limit.
+
+A streamed response holds one chunk at a time; a whole-file response (FLAC) holds at
+most the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import text as text_mod
+from ..audio import formats
+from ..constants import SAMPLES_PER_TOKEN, TOKENS_PER_SECOND
+from ..pipeline.pipeline import JOIN_PAUSE_S, MAX_CHUNK_CHARS
+from .errors import APIError
+from .jobs import DATA, Job, ShuttingDown
+
+# A fast speaker's rate: the estimate of speech length stays below what the text takes.
+FAST_CHARS_PER_SECOND = 30.0
+SILENCE_BLOCK_S = 1.0  # silence is encoded a second at a time
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """What a request speaks, in order: text pieces (str) and silences (float seconds,
+    before the speed change)."""
+
+    items: tuple[str | float, ...]
+
+    @property
+    def pause_seconds(self) -> float:
+        return sum(item for item in self.items if isinstance(item, float))
+
+    @property
+    def speech_chars(self) -> int:
+        return sum(len(item) for item in self.items if isinstance(item, str))
+
+    def estimated_seconds(self, speed: float, token_budget: int) -> float:
+        """A low estimate of the audio's length: pauses exactly, speech at a fast rate
+        (and never more than the token budget allows), both through ``speed``."""
+        speech = min(self.speech_chars / FAST_CHARS_PER_SECOND, token_budget / TOKENS_PER_SECOND)
+        return (self.pause_seconds + speech) / speed
+
+
+def speakable(text: str) -> bool:
+    """Whether ``text`` holds something to say: a letter, a digit or a symbol."""
+    return any(unicodedata.category(c)[0] in "LNS" for c in text)
+
+
+def plan_speech(text: str) -> SpeechPlan:
+    """The plan of ``text`` (TextError for malformed pause tags or nothing to speak).
+    Pieces with nothing speakable (only punctuation or control characters between two
+    pauses) are left out; their silences stay."""
+    items: list[str | float] = []
+    for item in text_mod.plan_text(text, MAX_CHUNK_CHARS):
+        if isinstance(item, text_mod.Pause):
+            if items and isinstance(items[-1], float):
+                items[-1] += item.seconds
+            else:
+                items.append(float(item.seconds))
+        elif speakable(item):
+            if items and isinstance(items[-1], str):
+                items.append(JOIN_PAUSE_S)
+            items.append(item)
+    if not any(isinstance(item, str) for item in items):
+        raise text_mod.TextError(
+            "input has nothing to speak (no letters or digits, only punctuation, control "
+            "characters or pause tags); give some words"
+        )
+    return SpeechPlan(tuple(items))
+
+
+def check_length(plan: SpeechPlan, speed: float, token_budget: int, limit: float) -> None:
+    """400 when the request would make more than ``limit`` seconds of audio."""
+    estimate = plan.estimated_seconds(speed, token_budget)
+    if estimate > limit:
+        pauses = plan.pause_seconds / speed
+        raise APIError(
+            400,
+            f"the request would make at least {estimate:,.0f} s of audio ({pauses:,.0f} s of "
+            f"it pauses, at speed {speed:g}); the limit is {limit:g} s a request "
+            "(--max-audio-seconds): shorten the pauses or split the text",
+            param="input",
+            code="audio_too_long",
+        )
+
+
+def piece_seed(seed: int | None, index: int) -> int | None:
+    """Piece ``index``'s seed: the request's for the first piece, then the next ones."""
+    return None if seed is None else (seed + index) % (MAX_SEED + 1)
+
+
+class AudioOut:
+    """The response's audio as it is made: encoded at once (stream formats) or kept for
+    one file (FLAC); at most ``limit`` samples, then ``full``."""
+
+    def __init__(self, job: Job, fmt: str, sr: int, limit: int):
+        self.job, self.fmt, self.sr, self.limit = job, fmt, sr, limit
+        self.encoder = formats.StreamEncoder(fmt, sr) if fmt in formats.STREAM_FORMATS else None
+        self.pieces: list[np.ndarray] = []
+        self.samples = 0
+
+    @property
+    def full(self) -> bool:
+        return self.samples >= self.limit
+
+    def push(self, wav: np.ndarray) -> None:
+        wav = wav[: max(0, self.limit - self.samples)]
+        self.samples += wav.size
+        self.job.chunks += 1
+        if self.encoder is not None:
+            self.job.emit(DATA, self.encoder.push(wav))
+        else:
+            self.pieces.append(wav)
+            self.job.emit(DATA, b"")  # progress: the response starts with the whole file
+
+    def silence(self, seconds: float, speed: float) -> None:
+        """``seconds`` of silence played at ``speed`` (as long as the pipeline's)."""
+        n = int(round(seconds * self.sr) / speed + 0.5)
+        block = int(SILENCE_BLOCK_S * self.sr)
+        while n > 0 and not (self.full or self.job.cancelled or self.job.stopping):
+            self.push(np.zeros(min(n, block), np.float32))
+            n -= block
+
+    def finish(self) -> None:
+        if self.encoder is not None:
+            self.job.emit(DATA, self.encoder.finish())
+        else:
+            wav = np.concatenate(self.pieces) if self.pieces else np.zeros(0, np.float32)
+            self.job.emit(DATA, formats.encode_audio(wav, self.sr, format=self.fmt))
+
+
+def tokens_made(samples: int, speed: float, variant) -> int:
+    """The speech tokens behind ``samples`` of one piece's audio (its tail left out)."""
+    tokens = math.ceil(samples * speed / SAMPLES_PER_TOKEN - 0.5)
+    return max(0, tokens - len(variant.tail_tokens) + int(variant.drop_last_token_audio))
+
+
+def run_speech(job: Job, request, state) -> None:
+    """In the model's thread: speak each piece of the plan within the request's budgets,
+    encode as it goes and ``emit`` the bytes of each chunk (possibly empty: codecs work
+    on whole frames); stop at the next chunk once the job is cancelled. ``job.result``:
+    the number of samples made."""
+    served = request.model
+    model = served.model
+    settings = state.settings
+    if request.voice is None:
+        voice = served.builtin
+    else:
+        voice = state.library.conditionals(
+            request.voice, model.variant.family, lambda clip: model.prepare_voice(str(clip))
+        )
+    limit = int(settings.max_audio_seconds * model.sr)
+    out = AudioOut(job, request.response_format, model.sr, limit)
+    per_piece = request.params.get("max_new_tokens", model.variant.generation["max_new_tokens"])
+    params = {k: v for k, v in request.params.items() if k != "max_new_tokens"}
+    left = request.token_budget
+    for index, item in enumerate(request.plan.items):
+        if job.cancelled or job.stopping or out.full or left <= 0:
+            break
+        if isinstance(item, float):
+            out.silence(item, request.speed)
+            continue
+        stream = model.generate_stream(
+            item,
+            voice=voice,
+            chunk_tokens=settings.chunk_tokens,
+            flow_prompt_tokens=settings.flow_prompt_tokens,
+            seed=piece_seed(request.seed, index),
+            watermark=settings.watermark,
+            language_id=request.language,
+            speed=request.speed,
+            max_new_tokens=min(left, per_piece),
+            **params,
+        )
+        made = 0
+        try:
+            for chunk in stream:
+                wav = np.asarray(chunk, dtype=np.float32).reshape(-1)
+                made += wav.size
+                out.push(wav)
+                if job.cancelled or job.stopping or out.full:
+                    break
+        finally:
+            stream.close()
+        left -= tokens_made(made, request.speed, model.variant)
+    if job.cancelled:
+        return
+    if job.stopping and out.encoder is None:  # a whole file not made: the client retries
+        raise ShuttingDown
+    out.finish()  # a stream ends properly, also when the server stops it early
+    job.result = out.samples
