@@ -62,6 +62,13 @@ class WorkFolder:
                 f"cannot make the work folder {self.path}: {err.strerror}"
             ) from None
         self._take_lock()
+        try:
+            return self._start(book_sha256, settings, seed, new_seed, restart)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, book_sha256: str, settings: dict, seed, new_seed: int, restart) -> int:
         manifest_path = self.path / MANIFEST
         if restart:
             self._clear()
