@@ -1,9 +1,10 @@
 """Cross-site safety, in front of every route (an ASGI middleware):
 
 - ``Host`` must name this server (DNS rebinding): a localhost name (``localhost``,
-  ``*.localhost``), a loopback address, the address the connection came in on, this
-  machine's host name (``name`` or ``name.local``), or one of ``--allowed-host``
-  (``*``: any). Else 421. A request without ``Host`` (HTTP/1.0 tools) passes.
+  ``*.localhost``, Docker's ``host.docker.internal``), a loopback address, the address
+  the connection came in on, this machine's host name (``name`` or ``name.local``), or
+  one of ``--allowed-host`` (``*``: any). Else 421. A request without ``Host`` (HTTP/1.0
+  tools) passes.
 - A request that changes something (any method but GET, HEAD and OPTIONS) from a web
   page of another site is refused with 403: its ``Origin`` must be this server's own
   (the web page at ``/``) or one of ``--cors-origin``. Clients that are not browsers
@@ -22,6 +23,8 @@ import socket
 
 from .errors import error_body, shown
 
+# names that only ever mean this machine: a page elsewhere cannot rebind them
+LOCAL_NAMES = frozenset({"localhost", "host.docker.internal"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type"
@@ -86,7 +89,7 @@ class SiteGuard:
     def _host_allowed(self, name: str, scope) -> bool:
         if "*" in self.allowed_hosts or name in self.allowed_hosts or name in self.machine:
             return True
-        if name == "localhost" or name.endswith(".localhost") or _loopback(name):
+        if name in LOCAL_NAMES or name.endswith(".localhost") or _loopback(name):
             return True
         server = scope.get("server")
         return bool(server) and name == str(server[0]).lower()
