@@ -367,6 +367,7 @@ def test_refusals_are_error_events_and_the_connection_goes_on(quick, hello):
             await send(Synthesize(text="Salut.", voice=SynthesizeVoice(language="fr")))
             await send(Synthesize(text="[pause:abc] Hi."))
             await send(SynthesizeChunk(text="Hi."))
+            await send(Synthesize(text=5))
             await send(SynthesizeStart(voice=SynthesizeVoice(name="nobody")),
                        SynthesizeChunk(text="Hi. There."), SynthesizeStop(),
                        until="synthesize-stopped")  # fmt: skip
@@ -383,15 +384,16 @@ def test_refusals_are_error_events_and_the_connection_goes_on(quick, hello):
         ("unknown_language", "unknown language 'fr': the turbo model speaks English only"),
         ("invalid_text", "pause"),
         ("invalid_request", "synthesize-chunk without synthesize-start"),
+        ("invalid_request", "synthesize needs data.text, a string"),
     ]
-    for events, (code, words) in zip(replies, expected, strict=False):
+    for events, (code, words) in zip(replies, expected, strict=False):  # the first 7
         error = error_of(events)
         assert error.code == code and words in error.text, error
-    for events, code in zip(replies[6:8], ("unknown_voice", "empty_text"), strict=True):
+    for events, code in zip(replies[7:9], ("unknown_voice", "empty_text"), strict=True):
         assert types(events) == ["error", "synthesize-stopped"]  # no audio; the stream ends
         assert Error.from_event(events[0]).code == code
-    assert types(replies[8]) == ["info"]
-    assert np.array_equal(audio_of(replies[9]), hello[1])
+    assert types(replies[9]) == ["info"]
+    assert np.array_equal(audio_of(replies[10]), hello[1])
 
 
 def test_two_clients_at_once_share_the_queue(quick, hello):

@@ -79,12 +79,12 @@ def voice_name(model: Offered, default: Offered, voice_id: str, language: str | 
     return f"{prefix}{voice_id}{suffix}"
 
 
-def _description(model: Offered, several: bool, name: str, language: str | None) -> str:
-    parts = [f"{SUPPORTED_LANGUAGES[language]}" if model.variant.needs_language else None]
+def _description(model: Offered, several: bool, shown: str, language: str | None) -> str:
+    """What Home Assistant shows: the voice's name, its language and model when needed."""
+    notes = [SUPPORTED_LANGUAGES[language]] if language else []
     if several:
-        parts.append(model.name)
-    shown = ", ".join(p for p in parts if p)
-    return f"{name} ({shown})" if shown else name
+        notes.append(model.name)
+    return f"{shown} ({', '.join(notes)})" if notes else shown
 
 
 def tts_program(models: list[Offered], library: VoiceLibrary):

@@ -150,7 +150,9 @@ class Handler(AsyncEventHandler):
         self._later(partial(self._send_error, err))
 
     def _checked_text(self, text) -> str:
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise RequestError("synthesize needs data.text, a string", "invalid_request")
+        if not text.strip():
             raise RequestError("the text is empty: give some words to speak", "empty_text")
         try:
             text = text_mod.check_text(text, "text")
