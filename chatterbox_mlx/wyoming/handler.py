@@ -180,7 +180,13 @@ class Handler(AsyncEventHandler):
         except RequestError as err:
             return self._refuse(err)
         except (KeyError, TypeError, AttributeError):
-            return self._refuse(RequestError("synthesize needs data.text", "invalid_request"))
+            return self._refuse(
+                RequestError(
+                    "synthesize needs data.text (a string) and, optionally, data.voice (an "
+                    'object such as {"name": "alice"})',
+                    "invalid_request",
+                )
+            )
         self._later(partial(self._speak_whole, utterance))
 
     def _start_stream(self, event: Event) -> None:
