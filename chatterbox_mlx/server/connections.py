@@ -67,7 +67,7 @@ def protocol(request_timeout: float, max_connections: int) -> type[H11Protocol]:
         def connection_made(self, transport) -> None:
             self._opened = time.monotonic()
             self._deadline = None
-            if len(self.server_state.connections) >= max_connections and not self._make_room():
+            if _open(self.server_state.connections) >= max_connections and not self._make_room():
                 throttled(
                     logger, logging.WARNING, "connections-full",
                     "%d connections are open and all are busy (--max-connections): "
@@ -140,8 +140,18 @@ def protocol(request_timeout: float, max_connections: int) -> type[H11Protocol]:
 def _waiting(connection) -> bool:
     """Whether a connection has no request in progress (nothing of one, or part of its
     head): dropping it loses no work."""
-    if not isinstance(connection, H11Protocol) or connection.transport is None:
+    if not isinstance(connection, H11Protocol) or _closing(connection):
         return False
     cycle = connection.cycle
     idle = connection.conn.their_state is h11.IDLE
     return idle and (cycle is None or cycle.response_complete)
+
+
+def _closing(connection) -> bool:
+    transport = getattr(connection, "transport", None)
+    return transport is None or transport.is_closing()
+
+
+def _open(connections) -> int:
+    """Connections not yet closing (a closed one stays in the set until it is lost)."""
+    return sum(not _closing(c) for c in connections)

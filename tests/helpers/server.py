@@ -121,12 +121,22 @@ class ThreadServer:
 
 class CliServer:
     """``python -m chatterbox_mlx.server --port 0 ARGS`` in a subprocess; ``url`` once it
-    says where it listens; standard error collected in ``log``."""
+    says where it listens; standard error collected in ``log``. ``files``: the process's
+    limit on open files (soft and hard, as ``ulimit -n`` sets them)."""
 
-    def __init__(self, *args: str, env: dict | None = None, timeout: float = 300):
+    def __init__(
+        self, *args: str, env: dict | None = None, timeout: float = 300, files: int | None = None
+    ):
         cmd = [sys.executable, "-m", "chatterbox_mlx.server", "--port", "0", *args]
+
+        def limit_files() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
         self.proc = subprocess.Popen(
             cmd,
+            preexec_fn=limit_files if files is not None else None,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -155,6 +165,10 @@ class CliServer:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def log_text(self) -> str:
+        return "".join(self.log)
 
     def stop(self, sig=None) -> int:
         import signal
