@@ -11,10 +11,6 @@ import time
 PLAIN_INTERVAL_S = 60.0
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h"
-
-
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -52,7 +48,7 @@ class BookProgress:
         rtf, left = self.rtf(), self.seconds_left()
         parts = [f"chapters {self.chapters_done}/{self.chapters}",
                  f"characters {self.characters_done:,}/{self.characters:,}",
-                 f"audio {_hours(self.audio)}"]  # fmt: skip
+                 f"audio {_clock(self.audio)}"]  # fmt: skip
         if rtf is not None:
             parts.append(f"RTF {rtf:.2f}")
         if left is not None:
@@ -90,7 +86,7 @@ class BookProgress:
 
     def _figures(self) -> str:
         rtf, left = self.rtf(), self.seconds_left()
-        figures = f"{self.characters_done:,}/{self.characters:,} chars, {_hours(self.audio)}"
+        figures = f"{self.characters_done:,}/{self.characters:,} chars, {_clock(self.audio)} audio"
         if rtf is not None:
             figures += f", RTF {rtf:.2f}"
         if left is not None:
