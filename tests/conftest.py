@@ -36,51 +36,86 @@ def tiny_filesystem(tmp_path):
 
 # ---------------------------------------------------------------------------- models
 #
-# Full-size real-layout random checkpoints (tests/helpers/sources.converted_dir), one load
-# of each variant per session. ``<variant>_model`` is the pipeline as ``from_local`` loads
-# it; ``<variant>`` is a second pipeline on the same networks whose voice is the built-in
-# one with short prompts (tests/helpers/models.shorten: cheap calls). A test that changes
-# a shared pipeline (its ``conds``, a layer, a method) puts it back before it ends.
+# Full-size real-layout random checkpoints (tests/helpers/sources.converted_dir), loaded
+# once and shared by consecutive modules (tests/helpers/models.py: released between
+# modules when the next one does not use them). ``<variant>_model`` is the pipeline as
+# ``from_local`` loads it; ``<variant>`` is a second pipeline on the same networks whose
+# voice is the built-in one with short prompts (models.shorten: cheap calls). A test
+# that changes a shared pipeline (its ``conds``, a layer, a method) puts it back.
+
+MODEL_FIXTURES = {  # fixture -> the variant it holds
+    **{f"{variant}_model": variant for variant in models.VARIANTS},
+    **{variant: variant for variant in models.VARIANTS},
+}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def english_model():
-    return models.load("english")
+    return models.shared("english")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def turbo_model():
-    return models.load("turbo")
+    return models.shared("turbo")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nano_model():
-    return models.load("nano")
+    return models.shared("nano")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def multilingual_model():
-    return models.load("multilingual")
+    return models.shared("multilingual")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def english(english_model):
     return models.with_voice(english_model, models.shorten(english_model.conds))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def turbo(turbo_model):
     return models.with_voice(turbo_model, models.shorten(turbo_model.conds))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nano(nano_model):
     return models.with_voice(nano_model, models.shorten(nano_model.conds))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def multilingual(multilingual_model):
     return models.with_voice(multilingual_model, models.shorten(multilingual_model.conds))
+
+
+def variants_used(item) -> set[str]:
+    """The shared variants ``item`` needs: its fixtures, and the fixtures it takes by name
+    from a parameter (``request.getfixturevalue(variant)``), unless its module defines a
+    fixture of that name itself (which then overrides this file's)."""
+    params = getattr(item, "callspec", None)
+    names = set(item.fixturenames) | {
+        value for value in (params.params.values() if params else ()) if isinstance(value, str)
+    }
+    own = vars(item.module) if getattr(item, "module", None) else {}
+    return {MODEL_FIXTURES[name] for name in names & MODEL_FIXTURES.keys() if name not in own}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    session.variants_by_module = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        session.variants_by_module.setdefault(module, set()).update(variants_used(item))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield  # the module's fixtures are finished first when nextitem is in another module
+    module = getattr(item, "module", None)
+    next_module = getattr(nextitem, "module", None)
+    if nextitem is None or next_module is not module:
+        by_module = getattr(item.session, "variants_by_module", {})
+        models.release(by_module.get(next_module, set()) if nextitem else set())
 
 
 @pytest.fixture
@@ -92,6 +127,8 @@ def stop_at_t3(monkeypatch):
             raise ReachedT3(kwargs)
 
         monkeypatch.setattr(model.t3, "generate_steps", reached)
+        monkeypatch.setattr(model.t3, "generate_batch", reached)  # several chunks at once
+        monkeypatch.setattr(model.t3, "generate_batch", reached)  # several chunks at once
 
     return install
 

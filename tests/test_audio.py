@@ -50,6 +50,7 @@ def test_hann_window_matches_numpy_definition():
     )
 
 
+@pytest.mark.golden
 def test_stft_hift_size(g):
     # torch layout [B, freq, frames]; ours is channels-last [B, frames, freq]
     out = A.stft(g["stft16_in"], 16, 4, A.hann_window(16))
@@ -57,11 +58,13 @@ def test_stft_hift_size(g):
     assert_close(ri(out), ri(g["stft16_out"].transpose(0, 2, 1)), 1e-5, "stft16")
 
 
+@pytest.mark.golden
 def test_istft_hift_size(g):
     out = A.istft(g["istft16_in"].transpose(0, 2, 1), 16, 4, A.hann_window(16))
     assert_close(np_(out), g["istft16_out"], 1e-5, "istft16")
 
 
+@pytest.mark.golden
 def test_stft_istft_whisper_size(g):
     x = g["noise_16000"][None, :4000]
     spec = A.stft(x, 400, 160, A.hann_window(400))
@@ -101,6 +104,7 @@ def test_istft_rejects_bad_shapes():
 # sensitive ones: a quiet bin's float32 FFT rounding is large relative to its own value.
 
 
+@pytest.mark.golden
 def test_s3gen_mel(g):
     batch = np.stack([speech(g, 24000)[:24000], g["noise_24000"]])
     ref = g["s3gen_mel_batch"].transpose(0, 2, 1)
@@ -109,6 +113,7 @@ def test_s3gen_mel(g):
     assert_close(np_(A.s3gen_mel(speech(g, 24000)[None])), ref, 1e-4, "s3gen_mel speech")
 
 
+@pytest.mark.golden
 def test_whisper_log_mel(g):
     wav = speech(g, 16000)
     ref = g["whisper_mel_speech"].transpose(0, 2, 1)
@@ -120,6 +125,7 @@ def test_whisper_log_mel(g):
     assert_close(np_(out), ref, 1e-4, "whisper padded")
 
 
+@pytest.mark.golden
 def test_whisper_log_mel_floor_is_per_item(g):
     # the reference handles one utterance at a time, so batching must not mix their maxima
     wav = speech(g, 16000)[:16000]
@@ -128,6 +134,7 @@ def test_whisper_log_mel_floor_is_per_item(g):
     assert_close(both[1], alone[0], 1e-6, "per-item floor")
 
 
+@pytest.mark.golden
 def test_voice_encoder_mel(g):
     ref = g["ve_mel_speech"]
     assert_close(np_(A.voice_encoder_mel(speech(g, 16000))), ref, 1e-4, "ve speech")
@@ -135,6 +142,7 @@ def test_voice_encoder_mel(g):
     assert_close(np_(A.voice_encoder_mel(g["noise_16000"])), ref, 1e-4, "ve noise")
 
 
+@pytest.mark.golden
 def test_kaldi_fbank(g):
     ref = g["fbank_speech"]
     assert_close(np_(A.kaldi_fbank(speech(g, 16000))), ref, 1e-4, "fbank speech")
@@ -142,6 +150,7 @@ def test_kaldi_fbank(g):
     assert_close(np_(A.kaldi_fbank(g["noise_16000"])), ref, 1e-4, "fbank noise")
 
 
+@pytest.mark.golden
 def test_kaldi_fbank_options(g):
     out = A.kaldi_fbank(
         g["noise_16000"][:8000],
@@ -155,6 +164,7 @@ def test_kaldi_fbank_options(g):
     assert_close(np_(out), g["fbank_options"], 1e-4, "fbank options")
 
 
+@pytest.mark.golden
 def test_trim_silence(g):
     wav = speech(g, 16000)
     start, end = g["trim_speech_16000"]
@@ -180,6 +190,7 @@ def _clip(g, sr):
     return speech(g, sr)[int(0.5 * sr) : int(0.9 * sr)]
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr,target", CONVERSIONS)
 def test_resample_matches_librosa(g, sr, target):
     # soxr is what librosa calls, so the result is the same to float32 rounding
@@ -188,6 +199,7 @@ def test_resample_matches_librosa(g, sr, target):
     assert_close(out, g[f"librosa_{sr}_{target}"], 1e-6, f"librosa {sr}->{target}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr,target", CONVERSIONS)
 def test_resample_sinc_matches_torchaudio(g, sr, target):
     # a float32 FIR (up to ~460 taps); summation order differs from torch's conv1d
@@ -195,6 +207,7 @@ def test_resample_sinc_matches_torchaudio(g, sr, target):
     assert_close(np_(out), g[f"sinc_{sr}_{target}"], 1e-5, f"sinc {sr}->{target}")
 
 
+@pytest.mark.golden
 def test_resample_noise(g):
     out = A.resample(g["noise_24000"], 24000, 16000)
     assert_close(out, g["librosa_noise_24000_16000"], 1e-6, "librosa noise")
@@ -212,17 +225,20 @@ def test_resample_rejects_bad_rates():
 # ----------------------------------------------------------------------------- loudness
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr", (16000, 24000, 44100))
 def test_loudness_matches_pyloudnorm(g, sr):
     assert abs(A.loudness_lufs(speech(g, sr), sr) - float(g[f"lufs_speech_{sr}"])) < 1e-3
 
 
+@pytest.mark.golden
 def test_loudness_noise_and_stereo(g):
     assert abs(A.loudness_lufs(g["noise_16000"], 16000) - float(g["lufs_noise_16000"])) < 1e-3
     stereo = g["stereo_44100"].astype(np.float32) / 32768.0
     assert abs(A.loudness_lufs(stereo, 44100) - float(g["lufs_stereo_44100"])) < 1e-3
 
 
+@pytest.mark.golden
 def test_normalize_loudness(g):
     out = A.normalize_loudness(speech(g, 24000), 24000)
     assert out.dtype == np.float32
@@ -232,6 +248,7 @@ def test_normalize_loudness(g):
     assert_close(out, g["norm_quiet_noise_16000"], 1e-4, "norm quiet noise")
 
 
+@pytest.mark.golden
 def test_normalize_loudness_leaves_short_and_silent_audio(g):
     # the reference catches pyloudnorm's error (short) and skips an infinite gain (silence)
     assert bool(g["norm_short_unchanged"]) and bool(g["norm_silence_unchanged"])
@@ -247,6 +264,7 @@ def test_normalize_loudness_leaves_short_and_silent_audio(g):
 # ----------------------------------------------------------------------------- I/O
 
 
+@pytest.mark.golden
 def test_load_audio_stereo_mixdown_and_resample(g, tmp_path):
     import soundfile
 

@@ -63,6 +63,7 @@ def full():
     return model
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("case", ["a", "b"])
 def test_reduced_network(reduced, golden, case):
     # a: 250 frames (a partial CAM segment after the TDNN); b: 7 frames.
@@ -70,11 +71,13 @@ def test_reduced_network(reduced, golden, case):
     assert_close(out, golden[f"xvec_{case}"], RTOL, f"xvec_{case}")
 
 
+@pytest.mark.golden
 def test_reduced_network_padded_batch(reduced, golden):
     out = reduced(mx.array(golden["batch_features"]))
     assert_close(out, golden["xvec_batch"], RTOL, "xvec_batch")
 
 
+@pytest.mark.golden
 def test_reduced_inference_from_audio(reduced, golden):
     clips = [golden["wav_long"], golden["wav_short"]]
     features = reduced.features(mx.array(clips[1]))
@@ -85,6 +88,7 @@ def test_reduced_inference_from_audio(reduced, golden):
     assert_close(out, golden["xvec_batch"], RTOL, "inference([long, short])")
 
 
+@pytest.mark.golden
 def test_full_size_network(full):
     golden = load_golden("campplus_full")
     out = full(mx.array(golden["features"]))
@@ -92,12 +96,14 @@ def test_full_size_network(full):
     assert_close(out, golden["xvec"], RTOL, "full-size xvec from features")
 
 
+@pytest.mark.golden
 def test_full_size_inference_from_audio(full):
     golden = load_golden("campplus_full")
     out = full.inference(mx.array(golden["wav"]))  # [1, samples], as embed_ref passes it
     assert_close(out, golden["xvec"], RTOL, "full-size xvec from audio")
 
 
+@pytest.mark.golden
 def test_cam_layer(golden):
     # 250 frames whose level drifts across the 100-frame segments (the last one has 50), so
     # the segment pooling's context visibly changes the gate.
@@ -129,6 +135,7 @@ def test_segment_pooling(time):
     assert_close(pooled, expected, 1e-6, f"segments of {time}")
 
 
+@pytest.mark.golden
 def test_strict_loading_names_the_problems(golden):
     weights = sanitize(reduced_state(golden))
     del weights["xvector.blocks.1.layers.3.cam_layer.linear1.bias"]
@@ -160,6 +167,7 @@ def test_sanitize_maps_reference_names():
     }
 
 
+@pytest.mark.golden
 def test_bad_input(reduced):
     with pytest.raises(ValueError, match=r"features \[batch, frames, 80\]"):
         reduced(mx.zeros((1, 50, 40)))

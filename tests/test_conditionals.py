@@ -111,23 +111,27 @@ def run_case(models, files, name):
     return prepare_conditionals(files[clip], variant=variant, exaggeration=exaggeration, **models)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", CASES)
 def test_reduced(reduced, golden, files, name):
     check(run_case(reduced, files, name), golden, name)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", CASES)
 def test_full_size(full, golden, golden_full, files, name):
     conds = run_case(full, files, name)
     check(conds, golden_full, name, prompt_feat=golden[f"{name}_prompt_feat"])
 
 
+@pytest.mark.golden
 def test_array_input_stereo_channels_first(reduced, golden):
     stereo = golden["clip_b"].T.astype(np.float32) / 32768.0  # [2, T], as soundfile reads it
     conds = prepare_conditionals(stereo, sr=int(golden["sr_b"]), **reduced)
     check(conds, golden, "english_b")
 
 
+@pytest.mark.golden
 def test_vc_target_voice_is_embed_ref(reduced, golden, files):
     models = {k: reduced[k] for k in ("s3tokenizer", "campplus")}
     gen = prepare_gen_conditionals(files["b"], **models)
@@ -171,6 +175,7 @@ def test_prompt_settings():
         assert PromptSettings.for_variant(name) == PromptSettings(15, 375, True, 5.0)
 
 
+@pytest.mark.golden
 def test_bad_input(reduced, golden, files, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all" * 100)

@@ -98,18 +98,21 @@ def estimator_out(model, g, name, meanflow=False):
     return est(*args, r=r)
 
 
+@pytest.mark.golden
 def test_encoder_reduced(models, golden):
     model = models["cfg"]
     h = model.encoder(model.input_embedding(mx.array(golden["cfg_encoder__tokens"])[None]))
     assert_close(h, golden["cfg_encoder__h"], RTOL, "encoder")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", ["cfg", "mf", "ml"])
 def test_estimator_reduced(models, golden, name):
     out = estimator_out(models[name], golden, f"{name}_estimator", meanflow=name == "mf")
     assert_close(out, golden[f"{name}_estimator__out"], RTOL, f"{name} estimator")
 
 
+@pytest.mark.golden
 def test_estimator_first_call_of_cfg_solve(models, golden):
     # the CFG batch the reference's solver built: unconditional rows have zero mu/spks/cond
     g = "cfg_prompt_first"
@@ -118,6 +121,7 @@ def test_estimator_first_call_of_cfg_solve(models, golden):
     assert_close(out, golden[f"{g}__out"], RTOL, "first estimator call")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize(
     "name",
     ["cfg_prompt", "cfg_noprompt_1", "cfg_prompt_1", "cfg_oddmel", "cfg_long"],
@@ -127,12 +131,14 @@ def test_cfg_solve_reduced(models, golden, name):
     assert_close(mel, golden[f"{name}__mel"], RTOL, name)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", ["mf_prompt", "mf_noprompt"])
 def test_meanflow_solve_reduced(models, golden, name):
     mel = run_case(models["mf"], golden, name)
     assert_close(mel, golden[f"{name}__mel"], RTOL, name)
 
 
+@pytest.mark.golden
 def test_prompt_mel_longer_than_tokens_trims_tokens_like_embed_ref(models, golden):
     # embed_ref keeps len(prompt_feat) // 2 prompt tokens; extra tokens must not change a thing
     g = "cfg_prompt"
@@ -147,6 +153,7 @@ def test_prompt_mel_longer_than_tokens_trims_tokens_like_embed_ref(models, golde
     assert_close(mel, golden[f"{g}__mel"], RTOL, "trimmed prompt")
 
 
+@pytest.mark.golden
 def test_special_tokens_are_dropped(models, golden):
     g = "cfg_prompt"
     tokens = golden[f"{g}__tokens"]
@@ -161,6 +168,7 @@ def test_special_tokens_are_dropped(models, golden):
     assert_close(mel, golden[f"{g}__mel"], RTOL, "dropped specials")
 
 
+@pytest.mark.golden
 def test_bad_inputs(models, golden):
     model = models["cfg"]
     g = "cfg_prompt"
@@ -183,6 +191,7 @@ def test_bad_inputs(models, golden):
         model(np.array([1.5]), pt, pf, emb)
 
 
+@pytest.mark.golden
 def test_random_noise_by_key(models, golden):
     g = "mf_prompt"
     args = [golden[f"{g}__{k}"] for k in ("tokens", "prompt_tokens", "prompt_feat", "embedding")]
@@ -194,6 +203,7 @@ def test_random_noise_by_key(models, golden):
     assert not np.allclose(np.array(a), np.array(c))
 
 
+@pytest.mark.golden
 def test_sanitize_names_missing_and_misshaped_tensors(golden):
     weights = reference_weights(golden, "cfg")
     config = FLOW_CONFIGS["cfg"][0]
@@ -234,18 +244,21 @@ def test_full_variant_detection(full_models):
     assert "time_embed_mixer" in full_models["mf"].decoder.estimator
 
 
+@pytest.mark.golden
 def test_full_encoder(full_models, golden_full):
     model = full_models["cfg"]
     h = model.encoder(model.input_embedding(mx.array(golden_full["cfg_encoder__tokens"])[None]))
     assert_close(h, golden_full["cfg_encoder__h"], RTOL, "full encoder")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", ["cfg", "mf"])
 def test_full_estimator_call(full_models, golden_full, name):
     out = estimator_out(full_models[name], golden_full, f"{name}_first", meanflow=name == "mf")
     assert_close(out, golden_full[f"{name}_first__out"], RTOL, f"full {name} estimator")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", ["cfg", "mf"])
 def test_full_solve(full_models, golden_full, name):
     mel = run_case(full_models[name], golden_full, f"{name}_solve")
@@ -281,6 +294,7 @@ def test_config_round_trips_and_refuses_unknown_fields():
         FlowConfig.from_dict({"n_timesteps": "2"})
 
 
+@pytest.mark.golden
 def test_euler_step_is_compiled_only_where_layers_are_compilable(models):
     """On the CPU with the CPU kernels on, attention leaves MLX's graph, so the step runs
     uncompiled; with them off (what a GPU runs) the whole step is compiled, once."""

@@ -91,6 +91,7 @@ def model(reduced_weights):
     return hift.load(reduced_weights, hift.HiFTConfig.from_dict(REDUCED), prefix="")
 
 
+@pytest.mark.golden
 def test_f0(model, golden):
     f0 = model.f0(channels_last(golden["mel"]))
     assert_close(f0, golden["f0"], RTOL, "f0")
@@ -98,21 +99,25 @@ def test_f0(model, golden):
     assert (golden["f0"] <= 10).any(), "golden must exercise the unvoiced path"
 
 
+@pytest.mark.golden
 def test_source_from_reference_f0(model, golden):
     source = model.source(to_mx(golden["f0"]), **draws(golden))
     assert_close(source, golden["source"], RTOL, "source")
 
 
+@pytest.mark.golden
 def test_source_stft(model, golden):
     spec = model.source_stft(to_mx(golden["source"]))
     assert_close(spec, golden["source_stft"].transpose(0, 2, 1), RTOL, "source STFT")
 
 
+@pytest.mark.golden
 def test_decode_from_reference_source(model, golden):
     wav = model.decode(channels_last(golden["mel"]), to_mx(golden["source"]))
     assert_close(wav, golden["wav"], RTOL, "waveform")
 
 
+@pytest.mark.golden
 def test_end_to_end(model, golden):
     mel = channels_last(golden["mel"])
     wav, source = model(mel, **draws(golden))
@@ -121,6 +126,7 @@ def test_end_to_end(model, golden):
     assert_close(wav, golden["wav"], E2E_WAV_RTOL, "waveform")
 
 
+@pytest.mark.golden
 def test_cache_source(model, golden):
     cache = to_mx(golden["cache_b"])
     wav, source = model(channels_last(golden["mel_b"]), cache_source=cache, **draws(golden, "_b"))
@@ -135,6 +141,7 @@ def test_cache_source(model, golden):
     assert_close(wav, golden["wav_b"], RTOL, "waveform with cache, reference source")
 
 
+@pytest.mark.golden
 def test_draws_default_to_mx_random(model, golden):
     mel = channels_last(golden["mel_b"])
     mx.random.seed(3)
@@ -148,6 +155,7 @@ def test_draws_default_to_mx_random(model, golden):
     assert not np.allclose(np.array(first), np.array(other))
 
 
+@pytest.mark.golden
 def test_bad_inputs_are_named(model, golden):
     mel = channels_last(golden["mel_b"])
     with pytest.raises(ValueError, match="channels-last"):
@@ -160,6 +168,7 @@ def test_bad_inputs_are_named(model, golden):
         model(mel, cache_source=mx.zeros((1, 480 * 12 + 1)))
 
 
+@pytest.mark.golden
 def test_strict_loading_names_the_problem(reduced_weights):
     config = hift.HiFTConfig.from_dict(REDUCED)
     missing = dict(reduced_weights)
@@ -198,6 +207,7 @@ def full():
     return hift.load(path), golden
 
 
+@pytest.mark.golden
 def test_full_size(full):
     model, golden = full
     mel = channels_last(golden["mel"])
@@ -218,6 +228,7 @@ def test_full_size(full):
     assert_close(wav, golden["wav"], E2E_WAV_RTOL, "full waveform, end to end")
 
 
+@pytest.mark.golden
 @pytest.mark.skipif(not cpu.enabled(), reason="CPU kernels switched off: no per-tap convs")
 def test_full_size_per_tap_convs(full, monkeypatch):
     """The golden is too short for the CPU's per-tap convolution path (taken from about

@@ -30,6 +30,7 @@ def s3gen():
     return S3Gen(load_flow(path), hift_mod.load(path), meanflow=False)
 
 
+@pytest.mark.golden
 def test_inference_matches_reference(golden, s3gen):
     gen = GenCond(
         prompt_token=mx.array(golden["prompt_token"].astype(np.int32)),
@@ -56,6 +57,7 @@ def test_drop_invalid_tokens():
     assert out.tolist() == [1, 6560, 5]
 
 
+@pytest.mark.golden
 def test_all_invalid_tokens_is_an_error(s3gen, golden):
     gen = GenCond(
         prompt_token=mx.array(golden["prompt_token"].astype(np.int32)),

@@ -79,6 +79,7 @@ def fsq_values(model, hidden):
     return mx.tanh(model.quantizer.project_down(hidden)) * 0.9990000128746033
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_network_on_reference_mel(reduced, golden, clip):
     mel = mx.array(golden[f"mel_{clip}"])
@@ -90,6 +91,7 @@ def test_network_on_reference_mel(reduced, golden, clip):
     assert int(lens[0]) == golden[f"tokens_{clip}"].shape[1]
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_tokenize_waveform(reduced, golden, wavs, clip):
     tokens, lens = reduced.tokenize([wavs[clip]])
@@ -97,18 +99,21 @@ def test_tokenize_waveform(reduced, golden, wavs, clip):
     np.testing.assert_array_equal(np.array(lens), [golden[f"tokens_{clip}"].shape[1]])
 
 
+@pytest.mark.golden
 def test_batch_of_different_lengths(reduced, golden, wavs):
     tokens, lens = reduced.tokenize([wavs["speech_22050"], wavs["speech_8000"], wavs["noise"]])
     np.testing.assert_array_equal(np.array(lens), golden["batch_lens"])
     np.testing.assert_array_equal(np.array(tokens), golden["batch_tokens"])
 
 
+@pytest.mark.golden
 def test_max_len(reduced, golden, wavs):
     tokens, lens = reduced.tokenize([wavs["speech_44100"]], max_len=20)
     np.testing.assert_array_equal(np.array(tokens), golden["maxlen_tokens"])
     np.testing.assert_array_equal(np.array(lens), golden["maxlen_lens"])
 
 
+@pytest.mark.golden
 def test_longer_than_30s_uses_windows(reduced, golden, wavs):
     long_wav = long_input([wavs["speech_22050"], wavs["speech_44100"], wavs["speech_8000"]])
     tokens, lens = reduced.tokenize([long_wav, wavs["speech_8000"]])
@@ -122,6 +127,7 @@ def test_pad_to_token_multiple():
     assert pad_to_token_multiple(np.ones((1, 24000)), 24000).shape == (1, 24000)
 
 
+@pytest.mark.golden
 def test_bad_input_is_named(reduced):
     with pytest.raises(ValueError, match="non-empty mono"):
         reduced.tokenize([np.zeros(0, dtype=np.float32)])
@@ -159,12 +165,14 @@ def golden_full():
     return load_golden("s3tokenizer_full")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_full_size_tokens(full, golden_full, wavs, clip):
     tokens, _ = full.tokenize([wavs[clip]])
     np.testing.assert_array_equal(np.array(tokens), golden_full[f"tokens_{clip}"])
 
 
+@pytest.mark.golden
 def test_full_size_batch(full, golden_full, wavs):
     tokens, lens = full.tokenize([wavs["speech_22050"], wavs["speech_8000"], wavs["noise"]])
     np.testing.assert_array_equal(np.array(lens), golden_full["batch_lens"])

@@ -19,12 +19,14 @@ def _json(key):
     return json.loads(str(GOLDEN[key]))
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["english", "turbo", "multilingual"])
 def test_punc_norm_matches_upstream(variant):
     cases = _json("punc_cases")
     assert [T.punc_norm(c, variant) for c in cases] == _json(f"punc_{variant}")
 
 
+@pytest.mark.golden
 def test_english_tokenizer_ids(tmp_path):
     tok = T.EnTokenizer(tf.write_english_tokenizer(tmp_path / "tokenizer.json"))
     for text, ids in _json("english").items():
@@ -37,6 +39,7 @@ def test_english_decode_round_trip(tmp_path):
     assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.golden
 def test_turbo_tokenizer_ids(tmp_path):
     tok = T.TurboTokenizer(tf.write_gpt2_tokenizer(tmp_path / "turbo"))
     assert len(tok) == int(GOLDEN["turbo_len"])
@@ -57,6 +60,7 @@ def mtl_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("lang", list(T.SUPPORTED_LANGUAGES))
 def test_multilingual_ids_every_language(mtl_dir, lang):
     expected = _json("multilingual")
@@ -65,6 +69,7 @@ def test_multilingual_ids_every_language(mtl_dir, lang):
     assert tok.encode(T.punc_norm(sentence, "multilingual"), lang) == expected[f"{lang}/none"]
 
 
+@pytest.mark.golden
 def test_chinese_with_word_segmentation(mtl_dir):
     tok = T.MTLTokenizer(
         mtl_dir / "grapheme_mtl_merged_expanded_v1.json", segmenter=HalfSegmenter()
@@ -141,6 +146,7 @@ def test_text_that_fits_is_returned_whole_and_unchanged(text):
     assert chunks == [text] and chunks[0] is text
 
 
+@pytest.mark.golden
 def test_whole_texts_tokenize_as_upstream(tmp_path, mtl_dir):
     """The texts upstream tokenizes whole reach our tokenizers as the one chunk, with
     the ids the reference gives the whole text (the issue's quote and CJK cases)."""
@@ -259,6 +265,7 @@ def test_pauses_split_text_and_add_up():
 PAUSE_TEXT = "Hello there. [pause:1.5s] And now, after a pause, the rest [laugh] of it."
 
 
+@pytest.mark.golden
 def test_plan_never_crosses_a_pause_and_pieces_tokenize_as_upstream(tmp_path):
     plan = T.plan_text(PAUSE_TEXT)
     assert plan == [*_json("pause_pieces")[:1], T.Pause(1.5), *_json("pause_pieces")[1:]]
@@ -276,6 +283,7 @@ def test_plan_never_crosses_a_pause_and_pieces_tokenize_as_upstream(tmp_path):
 # ---- Turbo's paralinguistic tags ---------------------------------------------------------
 
 
+@pytest.mark.golden
 def test_turbo_tags_are_single_tokens_as_upstream(tmp_path):
     turbo = T.TurboTokenizer(tf.write_gpt2_tokenizer(tmp_path / "turbo"))
     reference = _json("turbo_tag_ids")

@@ -36,6 +36,7 @@ def assert_same_arrays(actual: dict, expected: dict) -> None:
         np.testing.assert_array_equal(actual[key], value, err_msg=key)
 
 
+@pytest.mark.golden
 def test_real_conds_file_reads_identically():
     golden = load_golden("conds")
     expected = {k[len("conds.") :]: v for k, v in golden.items() if k.startswith("conds.")}
@@ -48,6 +49,7 @@ def test_real_conds_file_reads_identically():
     assert_same_arrays(flatten(conds), expected)
 
 
+@pytest.mark.golden
 def test_real_file_with_every_storage_type_reads_identically():
     golden = load_golden("conds")
     expected = {k[len("dtypes.") :]: v for k, v in golden.items() if k.startswith("dtypes.")}
@@ -60,6 +62,7 @@ def test_real_file_with_every_storage_type_reads_identically():
     assert obj["nested"]["b"][0] is True
 
 
+@pytest.mark.golden
 def test_parameter_global_needs_opting_in():
     with pytest.raises(UnsafePickleError, match="torch._utils._rebuild_parameter"):
         torch_pickle.load(GOLDEN_DIR / "conds_dtypes.pt")

@@ -61,6 +61,7 @@ def partials(mel: np.ndarray, step: int, n: int, frames: int = 160) -> mx.array:
     return mx.array(np.stack([mel[i * step : i * step + frames] for i in range(n)]), mx.float32)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_forward_on_reference_partials(reduced, golden, clip):
     mel = golden[f"mel_{clip}"]
@@ -70,12 +71,14 @@ def test_forward_on_reference_partials(reduced, golden, clip):
     assert_close(embeds, golden[f"partial_embeds_{clip}"], TOL, f"partials {clip}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_embeds_from_mels_default_overlap(reduced, golden, clip):
     embeds = reduced.embeds_from_mels([golden[f"mel_{clip}"]])
     assert_close(embeds, golden[f"mel_embeds_{clip}"], TOL, f"mel embeds {clip}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_mel_of_trimmed_audio(golden, clip):
     start, end = golden[f"trim_{clip}"]
@@ -83,12 +86,14 @@ def test_mel_of_trimmed_audio(golden, clip):
     assert_close(mel, golden[f"mel_{clip}"], TOL, f"mel {clip}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_embeds_from_wavs(reduced, golden, clip):
     embeds = reduced.embeds_from_wavs([golden[f"wav_{clip}"]], sample_rate=16000)
     assert_close(embeds, golden[f"wav_embeds_{clip}"], TOL, f"wav embeds {clip}")
 
 
+@pytest.mark.golden
 def test_embeds_from_wavs_batch_and_speaker(reduced, golden):
     wavs = [golden["wav_long"], golden["wav_short"]]
     assert_close(reduced.embeds_from_wavs(wavs, 16000), golden["wav_embeds_both"], TOL, "both")
@@ -105,6 +110,7 @@ def test_partial_counting_rules():
     assert num_partials(300, 77, 0.8, config) == (3, 314)  # 86% covered: kept, padded
 
 
+@pytest.mark.golden
 def test_bad_arguments_are_named(reduced):
     with pytest.raises(ValueError, match="overlap"):
         frame_step(reduced.config, overlap=1.0)
@@ -126,6 +132,7 @@ def trimmed_mel(golden, clip) -> mx.array:
     return voice_encoder_mel(golden[f"wav_{clip}"][start:end])
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_pipeline_with_reference_trim_points(reduced, full, golden, golden_full, clip):
     """embeds_from_wavs minus the silence trimming: our mel of the reference's trimmed
@@ -137,6 +144,7 @@ def test_pipeline_with_reference_trim_points(reduced, full, golden, golden_full,
     assert_close(embeds, golden_full[f"wav_embeds_{clip}"], TOL, f"full {clip}")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("clip", CLIPS)
 def test_full_size(full, golden_full, golden, clip):
     mel = golden[f"mel_{clip}"]
@@ -145,6 +153,7 @@ def test_full_size(full, golden_full, golden, clip):
     assert_close(full.embeds_from_wavs([wav], 16000), golden_full[f"wav_embeds_{clip}"], TOL, clip)
 
 
+@pytest.mark.golden
 def test_full_size_batch(full, golden_full, golden):
     wavs = [golden["wav_long"], golden["wav_short"]]
     assert_close(full.embeds_from_wavs(wavs, 16000), golden_full["wav_embeds_both"], TOL, "both")

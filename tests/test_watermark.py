@@ -50,6 +50,7 @@ def test_weights_found_and_loaded_without_torch(wm):
     assert "torch" not in sys.modules and "perth" not in sys.modules
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr", RATES)
 def test_marked_signal_matches_reference(wm, golden, sr):
     marked = wm.apply(golden[f"speech_{sr}"], sr)
@@ -60,6 +61,7 @@ def test_marked_signal_matches_reference(wm, golden, sr):
     assert change > 1e3 * err * np.abs(golden[f"marked_{sr}"]).max()
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr", RATES)
 @pytest.mark.parametrize("name", ["speech", "marked"])
 def test_detector_matches_reference(wm, golden, sr, name):
@@ -74,6 +76,7 @@ def test_detector_matches_reference(wm, golden, sr, name):
     assert abs(clipped - float(golden[f"ref_score_{name}_{sr}"])) <= SCORE_ATOL
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("sr", RATES)
 def test_reference_detector_scores_mlx_marked_audio(wm, golden, sr):
     """gen_perth.py scored chatterbox_mlx's marked speech with the reference detector."""
@@ -87,11 +90,13 @@ def test_reference_detector_scores_mlx_marked_audio(wm, golden, sr):
     assert wm.detect(wm.apply(golden[f"speech_{sr}"], sr), sr) == 1.0
 
 
+@pytest.mark.golden
 def test_polyphase_resampling_matches_librosa(golden):
     ours = watermark.resample_polyphase(golden["marked_24000"], 24000, 32000)
     assert_close(ours, golden["marked_24000_poly_32k"], 1e-5, "polyphase 24 -> 32 kHz")
 
 
+@pytest.mark.golden
 def test_module_functions_use_the_cached_default(golden):
     wav = golden["speech_32000"]
     marked = watermark.apply_watermark(wav, 32000)
@@ -107,6 +112,7 @@ def test_silence_is_unmarked_and_unchanged(wm):
     assert np.abs(wm.apply(silence, 32000)).max() < 1e-6
 
 
+@pytest.mark.golden
 def test_converted_safetensors_loads_the_same(wm, golden, tmp_path):
     weights = watermark.load_weights(watermark.find_weights())
     mx.save_safetensors(str(tmp_path / "perth_net_250000.safetensors"), weights)

@@ -1,10 +1,15 @@
 """Pipelines on the random-weight checkpoints (``sources.converted_dir``), as
-``tests/conftest.py`` shares them: each variant's networks are loaded once per session,
-and a fixture that wants another voice gets its own pipeline on the same networks
-(``with_voice``), so no test sees another's voice."""
+``tests/conftest.py`` shares them.
+
+Each variant is loaded once (``shared``) and kept while consecutive test modules use it;
+conftest ``release``s the others between modules, so a whole run holds only what the
+next module needs (the four variants together hold 10 GB of weights). A fixture that
+wants another voice gets its own pipeline on the same networks (``with_voice``), so no
+test sees another's voice."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 from chatterbox_mlx.voice.conditionals import Conditionals
@@ -13,6 +18,7 @@ import mlx.core as mx
 
 from tests.helpers.sources import converted_dir
 
+VARIANTS = ("english", "turbo", "nano", "multilingual")  # the ones conftest shares
 T3_PROMPT, GEN_PROMPT = 10, 10  # tokens kept of each voice prompt (speed only)
 
 
@@ -51,3 +57,23 @@ def with_voice(model, conds: Conditionals):
     ``conds`` leaves the other's alone; the networks (and their weights) are shared."""
     return type(model)(model.t3, model.s3gen, model.ve, model.tokenizer, conds=conds,
                        variant=model.variant)  # fmt: skip
+
+
+_LOADED: dict[str, object] = {}  # variant -> its pipeline, while a module may use it
+
+
+def shared(variant: str):
+    """``variant``'s pipeline, loaded on first use and then shared (see the docstring)."""
+    if variant not in _LOADED:
+        _LOADED[variant] = load(variant)
+    return _LOADED[variant]
+
+
+def release(keep: set[str]) -> None:
+    """Drop the shared pipelines of the variants not in ``keep``, and MLX's freed buffers."""
+    dropped = [variant for variant in _LOADED if variant not in keep]
+    for variant in dropped:
+        del _LOADED[variant]
+    if dropped:
+        gc.collect()
+        mx.clear_cache()
