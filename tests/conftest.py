@@ -128,7 +128,6 @@ def stop_at_t3(monkeypatch):
 
         monkeypatch.setattr(model.t3, "generate_steps", reached)
         monkeypatch.setattr(model.t3, "generate_batch", reached)  # several chunks at once
-        monkeypatch.setattr(model.t3, "generate_batch", reached)  # several chunks at once
 
     return install
 

@@ -256,3 +256,70 @@ def test_padded_prefill_mask_lets_padding_see_itself():
     row0 = np.isfinite(mask[0])
     assert row0.tolist() == [[True, False, False], [False, True, False], [False, False, True]]
     assert np.isfinite(mask[1]).tolist() == np.tril(np.ones((3, 3), bool)).tolist()
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+THREE_CHUNKS = "Hi. [pause:100ms] Hello there, my friend. [pause:100ms] Yes."
+
+
+def as_numpy(wav) -> np.ndarray:
+    return np.asarray(wav, dtype=np.float32)
+
+
+@pytest.mark.parametrize("variant", ["turbo", "english"])
+def test_long_text_batched_speaks_as_chunk_by_chunk(request, variant):
+    model = request.getfixturevalue(variant)
+    kwargs = dict(max_new_tokens=3, seed=7, watermark=False)
+    solo = [as_numpy(p) for p in model.generate_pieces(THREE_CHUNKS, batch_size=1, **kwargs)]
+    solo_stats = dict(model.last_stats)
+    pieces = [as_numpy(p) for p in model.generate_pieces(THREE_CHUNKS, batch_size=2, **kwargs)]
+    assert len(pieces) == len(solo) == 5  # three chunks and two pauses, in order
+    for mine, theirs in zip(pieces, solo, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert model.last_stats["T3 batch"] == 2 and solo_stats["T3 batch"] == 1
+    assert model.last_stats["T3 finished per chunk"] == ["max_new_tokens"] * 3
+    whole = model.generate(THREE_CHUNKS, **kwargs)  # the default batch size
+    np.testing.assert_array_equal(as_numpy(whole)[0], np.concatenate([p[0] for p in solo]))
+
+
+def test_generate_batch_batches_across_texts(turbo):
+    texts = ["Hi.", "Hello there, my friend.", "Yes. [pause:100ms] No."]
+    batched_wavs = turbo.generate_batch(texts, seed=3, max_new_tokens=4, watermark=False,
+                                        batch_size=3)  # fmt: skip
+    for i, text in enumerate(texts):
+        alone_wav = turbo.generate(text, seed=3 + i, max_new_tokens=4, watermark=False,
+                                   batch_size=1)  # fmt: skip
+        np.testing.assert_array_equal(as_numpy(batched_wavs[i]), as_numpy(alone_wav))
+
+
+def test_t3_says_why_it_stopped(turbo, monkeypatch):
+    """``last_stats["T3 finished"]`` (and per chunk): the stop token, or
+    ``max_new_tokens`` reached; alone and batched."""
+    text = "Hi. [pause:100ms] Yes."
+    turbo.generate(text, max_new_tokens=3, seed=0, watermark=False)
+    assert turbo.last_stats["T3 finished per chunk"] == [MAX_NEW_TOKENS] * 2
+    stop, original = turbo.t3.config.stop_speech_token, turbo.t3.step_logits
+
+    def stop_after_the_prompt(x, cache):  # every step after a prefill draws the stop token
+        logits = original(x, cache)
+        if x.shape[1] > 1:
+            return logits
+        return mx.where(mx.arange(logits.shape[-1]) == stop, 1e4, logits)
+
+    monkeypatch.setattr(turbo.t3, "step_logits", stop_after_the_prompt)
+    for batch_size in (1, 2):
+        turbo.generate(text, max_new_tokens=9, seed=0, watermark=False, batch_size=batch_size)
+        assert turbo.last_stats["T3 finished per chunk"] == [STOP_TOKEN] * 2
+        assert turbo.last_stats["speech tokens"] == 1 + len(turbo.variant.tail_tokens)
+
+
+@pytest.mark.parametrize("entry", ["generate", "generate_pieces", "generate_batch"])
+def test_bad_batch_size_is_refused_before_any_work(turbo, stop_at_t3, entry):
+    stop_at_t3(turbo)
+    for bad in (0, 2.5, True, 100):
+        with pytest.raises(ValueError, match="batch_size must be"):
+            if entry == "generate_batch":
+                turbo.generate_batch(["Hi.", "Yes."], batch_size=bad)
+            else:
+                list(getattr(turbo, entry)("Hi.", batch_size=bad))

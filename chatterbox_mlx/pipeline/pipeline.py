@@ -32,6 +32,7 @@ from ..variants import Variant, get_variant
 from ..voice import voice_file as voices
 from ..voice.conditionals import Conditionals, GenCond
 from ..voice.prepare import prepare_conditionals
+from .batch import batch_requests, resolve_batch_size, solo_speech
 from .checks import check_finite
 from .progress import NULL_PROGRESS, Progress
 from .requests import Chunk, Request, call_key, evaluated
@@ -278,13 +279,18 @@ class TTSPipeline:
         )
 
     def _speech_tokens(self, request: Request, chunk: Chunk, t3_key: mx.array) -> list[int]:
-        """The chunk's speech ids (stop and other special ids dropped)."""
-        tokens = []
-        with request.progress.task("speech tokens", request.params["max_new_tokens"]) as advance:
-            for step in self._speech_steps(request, chunk, t3_key):
-                if step.token < SPEECH_VOCAB_SIZE:
-                    tokens.append(step.token)
-                advance(1)
+        """The chunk's speech ids (stop and other special ids dropped), from the call's
+        batch where it has one, else from T3 alone; why T3 ended goes to the request."""
+        count = request.params["max_new_tokens"]
+        with request.progress.task("speech tokens", count) as advance:
+            if request.speech is not None and chunk in request.speech:
+                sampled, finished = request.speech.speech(chunk, advance)
+            else:
+                steps = self._speech_steps(request, chunk, t3_key)
+                sampler, stop = self._sampler(request.params), self.t3.config.stop_speech_token
+                sampled, finished = solo_speech(steps, sampler, count, stop, advance)
+        request.t3_finished.append(finished)
+        tokens = [token for token in sampled if token < SPEECH_VOCAB_SIZE]
         if not tokens:
             raise RuntimeError("T3 produced no speech tokens for this text")
         return tokens
@@ -304,11 +310,20 @@ class TTSPipeline:
         tokens = self._speech_tokens(request, chunk, t3_key)
         t3_time = time.perf_counter() - started
         wav = self._render(tokens, request.conds.gen, flow_key, hift_key)
+        rate = len(tokens) / max(t3_time, 1e-9)
+        if request.speech is not None:  # every row's tokens over the batch's time
+            rate = request.speech.tokens_per_second()
         self.last_stats = {
             "speech tokens": len(tokens) + len(self.variant.tail_tokens),
-            "T3 tokens/s": f"{len(tokens) / max(t3_time, 1e-9):.1f}",
+            "T3 tokens/s": f"{rate:.1f}",
+            "T3 finished": request.t3_finished[-1],  # "stop_token" or "max_new_tokens"
+            "T3 finished per chunk": list(request.t3_finished),
+            "T3 batch": request.speech.batch_size if request.speech is not None else 1,
         }
         return wav
+
+    def _batched(self, requests: list[Request], batch_size: int) -> list[Request]:
+        return batch_requests(requests, batch_size, self.t3, self._sampler)
 
     def _finish(self, wav: np.ndarray, request: Request) -> mx.array:
         check_finite(wav, "the generated waveform", "no file was written")
@@ -340,43 +355,52 @@ class TTSPipeline:
                  top_k=None, norm_loudness=None, max_new_tokens=None, language_id=None,
                  seed: int | None = None, watermark: bool = True,
                  progress: Progress | None = None, voice: Conditionals | None = None,
-                 speed: float = 1.0) -> mx.array:  # fmt: skip
+                 speed: float = 1.0, batch_size: int | None = None) -> mx.array:  # fmt: skip
         """Text -> waveform ``[1, samples]`` at 24 kHz.
 
         Takes every keyword of upstream's ``generate``; parameters not given take the
         variant's upstream defaults (``model.variant.generation``). ``seed`` makes the
         result reproducible whatever else runs; ``voice`` (from ``prepare_voice``) is
         used for this call only; ``speed`` (0.5-2) stretches the speech, pitch kept. Long
-        text is split at sentence ends and joined with short pauses."""
+        text is split at sentence ends and joined with short pauses; its chunks go through
+        T3 together, ``batch_size`` at a time (default ``DEFAULT_BATCH_SIZE``; 1: chunk by
+        chunk), each speaking what it speaks alone."""
+        batch_size = resolve_batch_size(batch_size)
         given = dict(repetition_penalty=repetition_penalty, min_p=min_p, top_p=top_p,
                      exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
                      top_k=top_k, norm_loudness=norm_loudness,
                      max_new_tokens=max_new_tokens)  # fmt: skip
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
                                 watermark, progress, speed)  # fmt: skip
+        (request,) = self._batched([request], batch_size)
         return self._finish(np.concatenate(list(self._pieces(request))), request)
 
     def generate_pieces(self, text: str, audio_prompt_path=None, *, seed: int | None = None,
                         watermark: bool = True, progress: Progress | None = None,
                         voice: Conditionals | None = None, language_id=None, speed: float = 1.0,
-                        **given) -> Iterator[mx.array]:  # fmt: skip
+                        batch_size: int | None = None, **given) -> Iterator[mx.array]:  # fmt: skip
         """``generate`` for long texts (a chapter, a book): yields each text chunk's audio,
-        then its pause, as soon as it is made, so it can be written out with flat memory.
-        Same keywords as ``generate``; each piece is watermarked (and stretched) alone."""
+        then its pause, as soon as it is made (in order), so it can be written out with
+        flat memory. Same keywords as ``generate`` (``batch_size`` included); each piece
+        is watermarked (and stretched) alone."""
+        batch_size = resolve_batch_size(batch_size)
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
                                 watermark, progress, speed)  # fmt: skip
+        (request,) = self._batched([request], batch_size)
         return (self._finish(piece, request) for piece in self._pieces(request))
 
     def generate_batch(self, texts: list[str], audio_prompt_path=None, *,
                        seed: int | None = None, voice: Conditionals | None = None,
                        watermark: bool = True, progress: Progress | None = None,
-                       language_id=None, speed: float = 1.0,
+                       language_id=None, speed: float = 1.0, batch_size: int | None = None,
                        **given) -> list[mx.array]:  # fmt: skip
         """Several texts with the same voice and settings, one waveform each (text ``i``
-        with seed ``seed + i`` when a seed is given). Every text is checked before the
-        first is synthesized."""
+        with seed ``seed + i`` when a seed is given, as ``generate`` would make it). Every
+        text is checked before the first is synthesized; the chunks of all texts go
+        through T3 together, ``batch_size`` at a time (1: one after another)."""
         if isinstance(texts, str) or not texts:
             raise text_mod.TextError("generate_batch takes a non-empty list of texts")
+        batch_size = resolve_batch_size(batch_size)
         if seed is not None:
             seed = params_mod.check_value("seed", seed)
         if voice is None and audio_prompt_path:  # the texts first, then the clip
@@ -400,6 +424,7 @@ class TTSPipeline:
             )  # fmt: skip
             for i, text in enumerate(texts)
         ]
+        requests = self._batched(requests, batch_size)
         return [self._finish(np.concatenate(list(self._pieces(r))), r) for r in requests]
 
     def generate_stream(self, text: str, audio_prompt_path=None, *,

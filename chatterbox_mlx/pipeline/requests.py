@@ -3,7 +3,7 @@ their random keys, its voice and parameters (``Request``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 
@@ -49,3 +49,6 @@ class Request:
     watermark: bool
     progress: Progress
     speed: float = 1.0
+    # a SpeechBatch (pipeline/batch.py) decoding this call's chunks together, or None
+    speech: object = None
+    t3_finished: list[str] = field(default_factory=list)  # per chunk made: why T3 ended
