@@ -285,6 +285,27 @@ def test_describe_lists_the_builtin_and_saved_voices(quick, library):
         library.delete(entry.id)
 
 
+def test_a_unix_socket_uri_serves_too(quick, tmp_path):
+    """``--uri unix://PATH``: wyoming's own Unix server with this handler; the socket
+    file is gone after it stops."""
+    from wyoming.client import AsyncUnixClient
+
+    path = tmp_path / "wyoming.sock"
+    server = open_server(f"unix://{path}")
+
+    async def describe() -> Info:
+        await server.start(partial(Handler, quick.service))
+        try:
+            async with AsyncUnixClient(path) as client:
+                await client.write_event(Describe().event())
+                return Info.from_event((await read_until(client, "info"))[-1])
+        finally:
+            await server.stop()
+
+    assert [v.name for v in asyncio.run(describe()).tts[0].voices] == ["default", "alice"]
+    assert not path.exists()
+
+
 def test_synthesize_sends_what_the_model_makes(quick, turbo, hello):
     """audio-start, the chunks, audio-stop: 16-bit mono at 24 kHz, the very samples of
     the model's own stream for the same seed."""
