@@ -20,6 +20,8 @@ import pytest
 from tests.helpers.clips import SR, espeak_array
 from tests.helpers.entry_points import TEXT, call
 
+pytestmark = pytest.mark.pipeline
+
 
 @contextlib.contextmanager
 def nan_in(layer, name: str):

@@ -30,6 +30,8 @@ def nano():
     return str(converted_dir("nano"))
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 def test_cli_writes_every_format(tmp_path):
     model = nano()
     for name, subtype_rate in (("x.wav", 24000), ("x.flac", 24000), ("x.mp3", 24000),
@@ -45,6 +47,8 @@ def test_cli_writes_every_format(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 def test_cli_stdout_and_stdin(tmp_path):
     r = run_cli("--model", nano(), "--max-new-tokens", "2", "--no-watermark", "--out", "-",
                 "--format", "wav", stdin=b"Piped text.")  # fmt: skip
@@ -55,6 +59,8 @@ def test_cli_stdout_and_stdin(tmp_path):
     assert sr == 24000 and len(data) == 5 * PER_TOKEN
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 def test_cli_saved_voice_round_trip(tmp_path):
     voice = tmp_path / "built-in.voice"
     r = run_cli("voice", "save", "-o", str(voice), "--model", nano())
@@ -108,13 +114,19 @@ def unsafe_original(source):
         (["--file", "BADFILE"], None, "bad.txt is not valid UTF-8"),
         (["--file", "/nonexistent/story.txt"], None, "cannot read --file"),
         (["--text", os.fsdecode(BAD_UTF8)], None, "--text is not valid UTF-8"),
-        (["--model", "NANO", "--text", "hi", "--voice", "BADVOICE"], None, "not a voice file"),
+        pytest.param(
+            ["--model", "NANO", "--text", "hi", "--voice", "BADVOICE"],
+            None,
+            "not a voice file",
+            marks=pytest.mark.slow,
+        ),
         (["--model", "BROKEN", "--text", "hi"], None, "config.json"),
         (["--model", "UNSAFE", "--text", "hi"], None, "os.system"),
-        (
+        pytest.param(
             ["voice", "save", "/nonexistent/clip.wav", "-o", "x.voice", "--model", "NANO"],
             None,
             "not found",
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -144,6 +156,8 @@ def test_cli_bad_input_one_line_error(tmp_path, args, stdin, message):
     assert set(os.listdir(tmp_path)) == before  # no output, no temporary
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated")])  # fmt: skip
 def test_cli_signals_leave_no_output(tmp_path, sig, code, word):
@@ -168,6 +182,8 @@ def test_cli_signals_leave_no_output(tmp_path, sig, code, word):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 def test_cli_long_text_progress_lines_off_a_terminal(tmp_path):
     out = tmp_path / "long.wav"
     text = "This is one sentence of the story. " * 12  # > 300 characters: two chunks
@@ -179,6 +195,8 @@ def test_cli_long_text_progress_lines_off_a_terminal(tmp_path):
     assert lines and lines[-1].startswith("chunks 2/2") and "left" in lines[0], stderr
 
 
+@pytest.mark.pipeline
+@pytest.mark.slow
 def test_cli_warns_in_one_line_about_unused_options(tmp_path):
     out = tmp_path / "w.wav"
     r = run_cli("--model", nano(), "--text", "Hi.", "--max-new-tokens", "2", "--min-p", "0.1",

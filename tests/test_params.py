@@ -26,6 +26,8 @@ from tests.helpers.entry_points import (
     call,
 )
 
+pytestmark = pytest.mark.pipeline
+
 CFG_VARIANTS = ("english", "multilingual")  # the others are the Turbo family
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers.entry_points import LANGUAGE, TEXT, T3Finished
 
+pytestmark = pytest.mark.pipeline
+
 
 def spoken_tokens(model, monkeypatch, run) -> tuple[list[int], int]:
     """T3's tokens in ``run()``, and how many HiFT renders ran before the last draw."""

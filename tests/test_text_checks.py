@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers.entry_points import ENTRIES, ReachedT3, assert_refused
 
+pytestmark = pytest.mark.pipeline
+
 # two chunks of at most 300 characters; only the second holds a character the English
 # tokenizer cannot encode
 LONG = "This first part is plain English and easy to encode. " * 6 + "A snowman ☃ waits."

@@ -57,6 +57,7 @@ def test_from_pretrained_takes_a_device_not_a_repo(monkeypatch):
     assert seen == {"name": "ResembleAI/chatterbox", "variant": "english"}
 
 
+@pytest.mark.pipeline
 def test_example_tts(tmp_path):
     # model = ChatterboxTTS.from_pretrained(device=device)
     # wav = model.generate(text); ta.save("test-1.wav", wav, model.sr)
@@ -77,6 +78,7 @@ def test_example_tts(tmp_path):
     assert out.shape[1] == 4 * 960
 
 
+@pytest.mark.pipeline
 def test_example_turbo_and_nano():
     # model = ChatterboxTurboTTS.from_pretrained(device="cuda"); model.generate(text)
     turbo = shorten(ChatterboxTurboTTS.from_local(converted_dir("turbo"), "cpu"))
@@ -88,6 +90,7 @@ def test_example_turbo_and_nano():
     assert nano.t3.config.hidden_size == 768
 
 
+@pytest.mark.pipeline
 def test_example_multilingual():
     # model = ChatterboxMultilingualTTS.from_pretrained(device=DEVICE)
     # wav = model.generate(text, language_id="fr", audio_prompt_path=None, exaggeration=0.5,
@@ -101,6 +104,7 @@ def test_example_multilingual():
     assert "fr" in ChatterboxMultilingualTTS.get_supported_languages()
 
 
+@pytest.mark.pipeline
 def test_example_vc(tmp_path):
     # model = ChatterboxVC.from_pretrained(device)
     # wav = model.generate(audio=AUDIO_PATH, target_voice_path=TARGET_VOICE_PATH)

@@ -19,6 +19,8 @@ from tests.helpers.entry_points import TEXT, ReachedT3, T3Finished
 from tests.helpers.models import shorten
 from tests.helpers.sources import converted_dir
 
+pytestmark = pytest.mark.pipeline
+
 CLIP_TEXTS = {
     "a": (
         "The quick brown fox jumps over the lazy dog, and then it runs far away into "

@@ -17,6 +17,8 @@ import soundfile as sf
 from tests.helpers.clips import SR, at_level, espeak_array
 from tests.helpers.entry_points import TEXT
 
+pytestmark = pytest.mark.pipeline
+
 
 def test_near_silent_prompt_refused_naming_its_level(english, tmp_path, stop_at_t3):
     stop_at_t3(english)
