@@ -76,6 +76,7 @@ def converted(request, tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)  # ~3 GB per variant
 
 
+@pytest.mark.slow
 def test_output_files_and_config(converted):
     variant, source, out = converted
     var = get_variant(variant)
@@ -157,6 +158,7 @@ CHECKED_SOURCES = {
 }
 
 
+@pytest.mark.slow
 def test_parameters_match_source(converted):
     variant, source, out = converted
     for name in CHECKED_SOURCES[variant]:
@@ -167,6 +169,7 @@ def test_parameters_match_source(converted):
         del weights
 
 
+@pytest.mark.slow
 def test_documented_transforms(converted):
     """Spot checks written independently of the sanitize functions (CHECKPOINTS.md)."""
     variant, source, out = converted
@@ -207,6 +210,7 @@ def test_documented_transforms(converted):
     assert mx.array_equal(ve["proj.weight"], ve_src["proj.weight"]).item()
 
 
+@pytest.mark.slow
 def test_conds_safetensors_holds_the_builtin_voice(converted):
     variant, _, out = converted
     conds = mx.load(str(out / "conds.safetensors"))
@@ -222,6 +226,7 @@ def test_conds_safetensors_holds_the_builtin_voice(converted):
     assert conds["t3.cond_prompt_speech_tokens"].shape == (1, t3_len)
 
 
+@pytest.mark.slow
 def test_load_components(converted, monkeypatch):
     variant, source, out = converted
     if variant == "nano":  # the second resolve of an original dir must reuse the cache
@@ -255,6 +260,7 @@ def test_load_components(converted, monkeypatch):
 # ---------------------------------------------------------------------------- quantized
 
 
+@pytest.mark.slow
 def test_quantized_conversion_loads_and_runs(tmp_path):
     source = make_source(tmp_path / "source", "nano", seed=1)
     out = tmp_path / "nano-q4"
