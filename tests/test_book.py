@@ -324,11 +324,10 @@ def test_outputs_carry_chapter_markers_title_author_and_cover(nano, tmp_path):
         assert starts[0] == 0 and starts[1] > 2.0 and starts[2] > starts[1] + 2.0, name
         if name != "b.opus":  # Ogg's tags are the stream's
             assert tags["title"] == "A Small Book" and tags["artist"] == "Ada Writer", name
-    with av.open(str(tmp_path / "b.m4b")) as container:
-        covers = [
-            s for s in container.streams if s.disposition & av.stream.Disposition.attached_pic
-        ]
-        assert len(covers) == 1
+        with av.open(str(tmp_path / name)) as container:  # the EPUB's cover
+            pictures = av.stream.Disposition.attached_pic
+            covers = [s for s in container.streams if s.disposition & pictures]
+            assert len(covers) == 1, name
     args = book_args(book, tmp_path / "folder", "--work-dir", str(work), "--format", "wav")
     assert run(args, model=nano) == 0
     playlist = (tmp_path / "folder" / "playlist.m3u").read_text().splitlines()

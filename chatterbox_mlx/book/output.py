@@ -76,9 +76,12 @@ class BookAudio:
 
 def output_kind(path: str | os.PathLike, folder_format: str | None = None) -> str:
     """What ``path`` asks for; BookError for an unknown extension, before any work."""
+    given = os.fspath(path)
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
-    if path.is_dir() or not suffix or str(path).endswith(os.sep):
+    if path.is_dir() or not suffix or given.endswith(("/", os.sep)):
+        if not path.absolute().parent.is_dir():
+            raise BookError(f"{given}: the folder {path.absolute().parent} does not exist")
         if path.is_dir() and any(path.iterdir()):
             raise BookError(
                 f"{path} is a folder with files in it; give a new or empty folder, or a "
