@@ -424,3 +424,29 @@ def test_sigterm_then_the_same_command_resumes(tmp_path):
     assert "resuming: 1 of 3 chapters done" in done.stderr, done.stderr
     assert [title for _, title in chapter_marks(out)[0]] == ["Alpha", "Beta", "Gamma"]
     assert not (tmp_path / "b.mp3.work").exists()
+
+
+def test_work_folder_keeps_its_seed_locks_and_restarts(tmp_path):
+    from chatterbox_mlx.book.work import WorkFolder
+
+    settings = {"model": "nano", "speed": 1.0}
+    first = WorkFolder(tmp_path / "w", 24000)
+    assert first.open("abc", settings, seed=None, new_seed=42) == 42
+    with pytest.raises(WorkFolderError, match="another run is using"):
+        WorkFolder(tmp_path / "w", 24000).open("abc", settings, None, 1)
+    wav = np.linspace(-0.5, 0.5, 2400, dtype=np.float32)
+    first.save(2, 0, wav, {"text": "x"})
+    (tmp_path / "w" / "0002" / ".0001.flac.abc.tmp").write_bytes(b"half")  # a killed write
+    first.close()
+    again = WorkFolder(tmp_path / "w", 24000)
+    assert again.open("abc", settings, seed=None, new_seed=7) == 42  # the folder's seed
+    again.remove_strays()
+    assert sorted(p.name for p in (tmp_path / "w" / "0002").iterdir()) == ["0000.flac", "0000.json"]
+    assert again.load_record(2, 0) == {"text": "x"} and again.load_record(2, 1) is None
+    np.testing.assert_allclose(again.read_audio(2, 0), wav, atol=1 / 32768)
+    again.close()
+    restarted = WorkFolder(tmp_path / "w", 24000)
+    assert restarted.open("abc", {**settings, "speed": 1.5}, 5, 9, restart=True) == 5
+    assert restarted.load_record(2, 0) is None
+    restarted.remove()
+    assert not (tmp_path / "w").exists()
