@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convert.py", description="Convert Chatterbox checkpoints to MLX."
     )
-    src = parser.add_mutually_exclusive_group(required=True)
+    # not required=True: argparse would then report a missing SOURCE before an unknown
+    # option (``convert.py --bogus`` must name --bogus); main checks it after parsing
+    src = parser.add_mutually_exclusive_group()
     src.add_argument(
         "source", nargs="?", metavar="SOURCE",
         help="hub repo id or local directory of the original model",
@@ -395,8 +397,11 @@ def stopped(why: str, mlx_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     source = args.source or args.hf_path
+    if not source:
+        parser.error("one of the arguments SOURCE --hf-path is required")
     mlx_path = Path(args.mlx_path or f"{Path(str(source).rstrip('/')).name}-mlx")
     try:
         with sigterm_raises():

@@ -66,14 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vc", type=Path, metavar="SOURCE", help="voice conversion: speak SOURCE "
                    "audio in --voice's voice")  # fmt: skip
     gen = p.add_argument_group("generation (defaults: the variant's upstream defaults)")
-    gen.add_argument("--exaggeration", type=float)
-    gen.add_argument("--cfg-weight", type=float)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--min-p", type=float)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--exaggeration", type=float, help="emotion intensity, 0.25 to 2 (0.5 "
+                     "neutral; English and Multilingual)")  # fmt: skip
+    gen.add_argument("--cfg-weight", type=float, help="classifier-free guidance, >= 0 (0: off; "
+                     "lower speaks slower; English and Multilingual)")  # fmt: skip
+    gen.add_argument("--temperature", type=float, help="sampling temperature, > 0 (lower: "
+                     "steadier, higher: more varied)")  # fmt: skip
+    gen.add_argument("--repetition-penalty", type=float, help="> 0, 1: off; higher avoids "
+                     "repeated speech tokens")  # fmt: skip
+    gen.add_argument("--min-p", type=float, help="drop tokens under this fraction of the "
+                     "likeliest's probability, [0, 1) (0: off; English, Multilingual)")  # fmt: skip
+    gen.add_argument("--top-p", type=float, help="nucleus sampling: keep the likeliest tokens "
+                     "up to this probability, (0, 1] (1: off)")  # fmt: skip
+    gen.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0: off; "
+                     "Turbo and Nano)")  # fmt: skip
+    gen.add_argument("--max-new-tokens", type=int, help="cap on speech tokens per text chunk, "
+                     "25 a second of audio")  # fmt: skip
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
     out = p.add_argument_group("output")

@@ -12,8 +12,11 @@ indented below it), 130 Ctrl-C, 143 SIGTERM. Nothing is left half-written.
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import sys
+import threading
 import time
 
 from .arguments import (
@@ -204,6 +207,20 @@ def run(args) -> int:
 
     player = writer = None
     samples = 0
+
+    def interrupted(signum, frame) -> None:
+        """Ctrl-C while streaming: the stream's thread would finish its chunk before a
+        KeyboardInterrupt could end the program (seconds); clean up and exit now."""
+        if writer is not None:
+            writer.abort()
+        if player is not None:
+            player.stop()
+        print("chatterbox-mlx: interrupted; nothing was left half-written", file=sys.stderr,
+              flush=True)  # fmt: skip
+        os._exit(130)
+
+    streaming = (args.stream or args.play) and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupted) if streaming else None
     try:
         if args.play:
             from .playback import Player
@@ -223,6 +240,8 @@ def run(args) -> int:
             writer.close()
             writer = None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if writer is not None:
             writer.abort()
         if player is not None:
