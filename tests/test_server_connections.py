@@ -140,3 +140,42 @@ def test_sigterm_ends_the_stream_and_answers_the_queue(tmp_path):
         assert json.loads(r.text)["error"]["code"] == "shutting_down"
         assert int(r.headers["retry-after"]) >= 1
     assert "Traceback" not in server.log_text
+
+
+def test_a_request_cut_off_by_the_grace_gets_a_503_not_a_bare_500(tmp_path):
+    """A voice upload is being prepared (work that cannot stop at a chunk) when the
+    server shuts down with a 0.2 s grace: its client gets OpenAI's 503 shutting_down
+    with Retry-After, and the voice is not added."""
+    from chatterbox_mlx.server.app import Settings, create_app
+    from chatterbox_mlx.tts import load_pipeline
+
+    from tests.helpers.server import ThreadServer, write_clip
+
+    model = load_pipeline(str(short_voice_dir("nano")))
+    settings = Settings(watermark=False, shutdown_grace=0.2, max_voice_seconds=30.0)
+    app = create_app({"nano": model}, settings=settings, voices_dir=tmp_path / "v")
+    clip = write_clip(tmp_path / "clip.wav", 6.0).read_bytes()
+    server = ThreadServer(app).__enter__()
+    answer: dict = {}
+
+    def upload() -> None:
+        answer["r"] = httpx.post(
+            server.url + "/v1/audio/voices",
+            data={"name": "Slow"},
+            files={"file": ("clip.wav", clip, "audio/wav")},
+            timeout=120,
+        )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not httpx.get(server.url + "/health").json()["models"][0]["busy"]:
+        assert time.monotonic() < deadline, "the upload did not start"
+        time.sleep(0.02)
+    server.__exit__(None, None, None)
+    thread.join(60)
+    app.state.server.models["nano"].worker.stop(timeout=600)  # the preparation ends
+    r = answer["r"]
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "shutting_down" and r.headers["retry-after"] == "10"
+    assert not (tmp_path / "v" / "slow").exists()  # cut off: not added

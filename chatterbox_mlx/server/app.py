@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from .cancel import AnswerOnCancel
 from .errors import install_handlers
 from .guard import SiteGuard
 from .jobs import ModelWorker
@@ -72,6 +73,7 @@ def create_app(
     app.add_middleware(
         SiteGuard, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins
     )
+    app.add_middleware(AnswerOnCancel)  # outermost: a request cut off by the shutdown
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -137,6 +137,9 @@ async def create_voice(request: Request):
         except BaseException:
             library.discard(staging)
             raise
+        if job.cancelled:  # its client left, or the shutdown cut it off: not added
+            library.discard(staging)
+            return
         job.result = library.add(name, staging, source.name, served.model.variant.family, conds)
 
     job = Job(prepare, asyncio.get_running_loop())
@@ -154,5 +157,8 @@ async def create_voice(request: Request):
         if not job.started.is_set():
             library.discard(staging)
         return client_left(request)
+    except asyncio.CancelledError:  # the shutdown grace ran out (cancel.AnswerOnCancel)
+        served.worker.cancel(job)
+        raise
     finally:
         watch.close()
