@@ -57,6 +57,7 @@ def test_from_pretrained_takes_a_device_not_a_repo(monkeypatch):
     assert seen == {"name": "ResembleAI/chatterbox", "variant": "english"}
 
 
+@pytest.mark.slow
 @pytest.mark.pipeline
 def test_example_tts(tmp_path):
     # model = ChatterboxTTS.from_pretrained(device=device)
@@ -78,6 +79,7 @@ def test_example_tts(tmp_path):
     assert out.shape[1] == 4 * 960
 
 
+@pytest.mark.slow
 @pytest.mark.pipeline
 def test_example_turbo_and_nano():
     # model = ChatterboxTurboTTS.from_pretrained(device="cuda"); model.generate(text)
@@ -90,6 +92,7 @@ def test_example_turbo_and_nano():
     assert nano.t3.config.hidden_size == 768
 
 
+@pytest.mark.slow
 @pytest.mark.pipeline
 def test_example_multilingual():
     # model = ChatterboxMultilingualTTS.from_pretrained(device=DEVICE)
@@ -104,6 +107,7 @@ def test_example_multilingual():
     assert "fr" in ChatterboxMultilingualTTS.get_supported_languages()
 
 
+@pytest.mark.slow
 @pytest.mark.pipeline
 def test_example_vc(tmp_path):
     # model = ChatterboxVC.from_pretrained(device)
