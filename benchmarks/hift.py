@@ -96,7 +96,7 @@ def main():
 
     checkpoint()  # write the cached checkpoint once, outside both timings
     if not REFENV.exists():
-        sys.exit(f"reference venv not found at {REFENV}: bash ../shared/reference/setup_refenv.sh")
+        sys.exit(f"reference venv not found at {REFENV}: bash benchmarks/reference/setup_refenv.sh")
     cmd = [str(REFENV), __file__, "--reference", "--seconds", str(args.seconds)]
     cmd += ["--repeats", str(args.repeats)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -5,8 +5,9 @@ reference venv, where the golden scripts load the very same files into the
 PyTorch reference. Values are a pure function of (seed, key): overriding or
 adding one tensor never changes another.
 
-Layouts (``layouts/*.json``) are the reference state_dicts at full size, taken
-from ``shared/reference/manifests`` (key -> [shape, dtype]).
+Layouts (``layouts/*.json``) are the reference state_dicts at full size (key -> [shape,
+dtype]), as chatterbox-tts 0.1.7 builds them; ``benchmarks/reference/CHECKPOINTS.md``
+describes the real files.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ TEXT_A = (
 TEXT_B = "Stereo audio at eight kilohertz works as well."
 
 _integrated = pyloudnorm.Meter.integrated_loudness
-# numpy 2 makes pyloudnorm return float64 numpy scalars (see shared/reference/README.md).
+# numpy 2 makes pyloudnorm return float64 numpy scalars (see benchmarks/reference/README.md).
 pyloudnorm.Meter.integrated_loudness = lambda self, data: float(_integrated(self, data))
 
 
