@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -215,6 +216,9 @@ def main() -> None:
         if not mx.is_available(mx.gpu):
             p.error("--device cuda: this MLX has no GPU backend; install mlx[cuda13] (or cuda12)")
 
+    if not shutil.which(args.reference_python):
+        p.error(f"--reference-python {args.reference_python} not found; build the reference "
+                "venv with: bash benchmarks/reference/setup_refenv.sh")  # fmt: skip
     sys.path.insert(0, str(ROOT))
     from benchmarks.common import make_voice
     from tests.helpers.sources import converted_dir

@@ -91,6 +91,8 @@ def make_inputs(variant: str) -> dict:
 
 
 def run_reference(variant: str, path: Path, n_tokens: int, inputs: dict) -> dict:
+    if not (ROOT / ".refenv/bin/python").exists():
+        sys.exit("reference venv not found at .refenv: bash benchmarks/reference/setup_refenv.sh")
     env = dict(os.environ, OMP_NUM_THREADS="2")
     result = subprocess.run(
         [str(ROOT / ".refenv/bin/python"), "-c", REFERENCE, variant, str(path), str(n_tokens)],
