@@ -24,6 +24,7 @@ from chatterbox_mlx.models.t3.batch import (
     BatchRow,
 )
 from chatterbox_mlx.models.t3.cache import BatchKVCache
+from chatterbox_mlx.variants import get_variant
 
 import mlx.core as mx
 import numpy as np
@@ -323,3 +324,37 @@ def test_bad_batch_size_is_refused_before_any_work(turbo, stop_at_t3, entry):
                 turbo.generate_batch(["Hi.", "Yes."], batch_size=bad)
             else:
                 list(getattr(turbo, entry)("Hi.", batch_size=bad))
+
+
+def run_cli(*args, stdin=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "chatterbox_mlx.generate", *args], input=stdin,
+                          capture_output=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+
+
+def test_cli_lines_write_one_file_per_line(tmp_path):
+    import soundfile as sf
+
+    from tests.helpers.sources import converted_dir
+
+    source = tmp_path / "lines.txt"
+    source.write_text("First line.\n\nSecond line here.\nThird.\n", encoding="utf-8")
+    out = tmp_path / "out.wav"
+    r = run_cli("--model", str(converted_dir("nano")), "--file", str(source), "--lines",
+                "--batch-size", "2", "--max-new-tokens", "2", "--seed", "0", "--no-watermark",
+                "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.name for p in tmp_path.glob("out-*.wav"))
+    assert written == ["out-1.wav", "out-2.wav", "out-3.wav"]
+    nano = get_variant("nano")
+    tokens = 1 if nano.drop_last_token_audio else 2 + len(nano.tail_tokens)
+    for name in written:  # 2 speech tokens each (random weights never stop)
+        assert sf.info(tmp_path / name).frames == tokens * 960
+    r = run_cli("--model", "nano", "--text", "a\nb", "--lines", "--stream")
+    assert r.returncode == 1 and b"--lines writes one file per line" in r.stderr
+    r = run_cli("--model", "nano", "--text", "a", "--batch-size", "0")
+    assert r.returncode != 0 and b"--batch-size" in r.stderr

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice", type=Path, help="a clip to clone or a saved .voice file "
                    "(default: the built-in voice)")  # fmt: skip
     p.add_argument("--language", help="language id for the multilingual model (e.g. fr, zh)")
+    p.add_argument("--lines", action="store_true", help="one output per non-empty line "
+                   "of the text, --out numbered: out-1.wav, ... (line i: seed + i)")  # fmt: skip
     p.add_argument("--vc", type=Path, metavar="SOURCE", help="voice conversion: speak SOURCE "
                    "audio in --voice's voice")  # fmt: skip
     gen = p.add_argument_group("generation (defaults: the variant's upstream defaults)")
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "25 a second of audio")  # fmt: skip
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
+    gen.add_argument("--batch-size", type=count_argument, metavar="N", help="text chunks (or "
+                     "--lines) that T3 decodes together (default 4; 1: one at a time)")  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
                      "standard output (default: output.wav unless --play is given)")  # fmt: skip

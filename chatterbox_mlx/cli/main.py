@@ -150,7 +150,52 @@ def _chunks(model, args, text: str, progress):
                 kwargs[name] = getattr(args, name)
         yield from model.generate_stream(text, watermark=watermark, progress=progress, **kwargs)
     else:
+        if args.batch_size is not None:
+            kwargs["batch_size"] = args.batch_size
         yield from model.generate_pieces(text, watermark=watermark, progress=progress, **kwargs)
+
+
+def _check_lines(args, text: str) -> list[str] | None:
+    """``--lines``: the texts, one per non-empty line (None without ``--lines``)."""
+    if not args.lines:
+        return None
+    for flag, given in (("--stream", args.stream), ("--play", args.play),
+                        ("--vc", args.vc is not None), ("--out -", args.out == "-")):  # fmt: skip
+        if given:
+            raise CLIError(f"--lines writes one file per line; it does not combine with {flag}")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def numbered(out: str, number: int, count: int) -> str:
+    """``out.wav`` -> ``out-07.wav`` (as many digits as ``count`` has)."""
+    from pathlib import Path
+
+    path = Path(out)
+    return str(path.with_name(f"{path.stem}-{number:0{len(str(count))}d}{path.suffix}"))
+
+
+def _run_lines(model, args, texts: list[str], fmt: str, progress) -> float:
+    """Every line through ``generate_batch`` (T3 batched across them); seconds written."""
+    import numpy as np
+
+    from ..audio.formats import AudioFileWriter
+
+    kwargs = generation_kwargs(args)
+    if args.voice is not None:
+        kwargs["audio_prompt_path"] = str(args.voice)
+    if args.batch_size is not None:
+        kwargs["batch_size"] = args.batch_size
+    wavs = model.generate_batch(texts, watermark=not args.no_watermark, progress=progress,
+                                **kwargs)  # fmt: skip
+    seconds = 0.0
+    for number, wav in enumerate(wavs, 1):
+        path = numbered(args.out or "output.wav", number, len(wavs))
+        writer = AudioFileWriter(path, model.sr, fmt)  # discards its file if it fails
+        writer.write(np.asarray(wav, dtype=np.float32).reshape(-1))
+        writer.close()
+        seconds += wav.shape[-1] / model.sr
+        print(f"wrote {path} ({wav.shape[-1] / model.sr:.2f} s)", file=sys.stderr)
+    return seconds
 
 
 class _StdoutWriter:
@@ -192,6 +237,7 @@ def run(args) -> int:
 
     text = read_text(args)
     fmt = _check_paths(args)
+    lines = _check_lines(args, text)
     _check_streaming(args)
     _check_variant_early(args)
     if args.speed is not None:
@@ -204,6 +250,9 @@ def run(args) -> int:
     with progress.status(f"loading {args.model}"):
         model = load_pipeline(args.model, vc=args.vc is not None, quantize=args.quantize)
     loaded = time.perf_counter()
+    if lines is not None:
+        _run_lines(model, args, lines, fmt, progress)
+        return 0
 
     player = writer = None
     samples = 0

@@ -1,0 +1,238 @@
+"""Batched generation against one row at a time, on the same checkpoint in one run.
+
+For each ``--batch`` size B: T3 alone (``T3.generate_batch`` over B texts) as aggregate
+tokens/s and its ratio to B = 1; end to end, ``generate_batch`` of the B texts with
+``batch_size=B`` against the same texts one after another (``batch_size=1``); and the
+peak RSS of the batched run. Then the long-text case: one ``generate()`` of 8 sentences
+(8 chunks) with ``--long-batch`` against ``batch_size=1``.
+
+    python benchmarks/batching.py --variant turbo --batch 1,2,4,8 --tokens 30 --rounds 2
+
+Each measurement runs in a child process of its own (peak RSS is per process), and the
+rounds alternate over all of them, so slow spells of a shared machine hit every side;
+the fastest of the rounds is kept and the range printed. Random weights never stop, so
+every row makes ``--tokens`` speech tokens. ``--model PATH``: a converted or original
+directory (default: the tests' random-weight checkpoint of ``--variant``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"cfg": "english", "english": "english", "turbo": "turbo", "nano": "nano",
+            "multilingual": "multilingual"}  # fmt: skip
+WORDS = (
+    "the quick brown fox jumps over a lazy dog near the river bank while seven small "
+    "birds sing in the tall green trees and an old man reads his morning paper"
+).split()
+
+
+def sentence(i: int, words: int = 36) -> str:
+    """A sentence of its own words (about 200 characters: two never share a chunk)."""
+    picked = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(words)]
+    return f"Sentence {i + 1}: " + " ".join(picked).capitalize() + "."
+
+
+def load(model_path: str | None, variant: str):
+    sys.path.insert(0, str(ROOT))
+    import chatterbox_mlx  # noqa: F401  (BLAS before mlx.core)
+    from chatterbox_mlx.tts import ChatterboxMultilingualTTS, ChatterboxTTS, ChatterboxTurboTTS
+
+    if model_path is None:
+        from tests.helpers.sources import converted_dir
+
+        model_path = converted_dir(variant)
+    if variant == "english":
+        return ChatterboxTTS.from_local(model_path)
+    if variant == "multilingual":
+        return ChatterboxMultilingualTTS.from_local(model_path)
+    return ChatterboxTurboTTS.from_local(model_path, nano=variant == "nano")
+
+
+def t3_rows(model, texts: list[str], tokens: int, language):
+    from chatterbox_mlx import params as params_mod
+    from chatterbox_mlx.models.t3.batch import BatchRow
+
+    import mlx.core as mx
+
+    params = params_mod.resolve(model.variant, {"max_new_tokens": tokens})
+    sampler = model._sampler(params)
+    return [BatchRow(model.conds.t3, model._encode(text, language), sampler, tokens,
+                     key=mx.random.key(i)) for i, text in enumerate(texts)]  # fmt: skip
+
+
+def child(args) -> dict:
+    """One measurement (``args.child``) at batch size ``args.size``; a JSON line."""
+    model = load(args.model, args.variant)
+    language = "en" if args.variant == "multilingual" else None
+    lang = {"language_id": language} if language else {}
+    kwargs = dict(max_new_tokens=args.tokens, seed=0, watermark=False, **lang)
+    model.generate("Warm up.", **{**kwargs, "max_new_tokens": 2})
+    size, out = args.size, {}
+    texts = [sentence(i) for i in range(size)]
+    if args.child == "batch":
+        rows = t3_rows(model, texts, args.tokens, language)
+        started = time.perf_counter()
+        count = sum(e.step is not None for e in model.t3.generate_batch(rows, batch_size=size))
+        out["t3_tokens_per_s"] = count / (time.perf_counter() - started)
+        started = time.perf_counter()
+        model.generate_batch(texts, batch_size=size, **kwargs)
+        out["e2e_s"] = time.perf_counter() - started
+    elif args.child == "sequential":
+        started = time.perf_counter()
+        model.generate_batch(texts, batch_size=1, **kwargs)
+        out["e2e_s"] = time.perf_counter() - started
+    else:  # long: one generate() of 8 sentences
+        text = " ".join(sentence(i) for i in range(8))
+        started = time.perf_counter()
+        model.generate(text, batch_size=size, **kwargs)
+        out["e2e_s"] = time.perf_counter() - started
+        out["chunks"] = len(model.last_stats["T3 finished per chunk"])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def s3gen_rounds(args) -> None:
+    """S3Gen over ``--s3gen-chunks`` chunks of ``--tokens`` tokens each: the flow and HiFT
+    per chunk against one call over all of them as a batch (equal lengths, so no padding
+    or length mask: the most a batched S3Gen could win), in alternating rounds."""
+    import mlx.core as mx
+
+    model = load(args.model, args.variant)
+    s3gen, gen = model.s3gen, model.conds.gen
+    chunks, steps = args.s3gen_chunks, model.variant.flow_steps
+    tokens = mx.random.randint(0, 6561, (chunks, args.tokens), key=mx.random.key(0))
+    prompt_tokens, prompt_feat = gen.prompt_token.reshape(-1), gen.prompt_feat.reshape(-1, 80)
+
+    def flow(batch):
+        mel = s3gen.flow(batch, prompt_tokens=prompt_tokens, prompt_feat=prompt_feat,
+                         embedding=gen.embedding.reshape(-1), n_timesteps=steps,
+                         key=mx.random.key(1))  # fmt: skip
+        mx.eval(mel)
+        return mel
+
+    mels = flow(tokens)
+    mx.eval(mels)
+    sides = {
+        "flow per chunk": lambda: [flow(tokens[i : i + 1]) for i in range(chunks)],
+        "flow batched": lambda: flow(tokens),
+        "hift per chunk": lambda: [
+            mx.eval(s3gen.mel2wav(mels[i : i + 1])[0]) for i in range(chunks)
+        ],  # fmt: skip
+        "hift batched": lambda: mx.eval(s3gen.mel2wav(mels)[0]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, fn in sides.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    print(f"S3Gen, {args.variant}, {chunks} chunks of {args.tokens} tokens ({steps} flow "
+          f"steps), {args.rounds} alternating rounds: best s (range)")  # fmt: skip
+    for stage in ("flow", "hift"):
+        one, many = times[f"{stage} per chunk"], times[f"{stage} batched"]
+        print(f"{stage}: per chunk {min(one):.2f} ({spread(one)}), batched {min(many):.2f} "
+              f"({spread(many)}): batched {min(one) / min(many):.2f}x")  # fmt: skip
+
+
+def run_child(args, what: str, size: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", what, "--size", str(size), "--variant",
+           args.variant, "--tokens", str(args.tokens)]  # fmt: skip
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"{what} {size} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variant", choices=list(VARIANTS), default="turbo")
+    p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated")
+    p.add_argument("--tokens", type=int, default=30, help="speech tokens per row")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--long-batch", type=int, default=4, help="batch size of the long text")
+    p.add_argument("--no-long", action="store_true", help="skip the long-text case")
+    p.add_argument("--model", help="converted or original model directory")
+    p.add_argument("--json", help="write the rows here (a list of objects)")
+    p.add_argument(
+        "--s3gen-chunks",
+        type=int,
+        default=0,
+        help="only measure S3Gen batched over this many chunks against per chunk",
+    )
+    p.add_argument("--child", choices=["batch", "sequential", "long"], help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.variant = VARIANTS[args.variant]
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.s3gen_chunks:
+        s3gen_rounds(args)
+        return
+    sizes = sorted({int(b) for b in args.batch.split(",")} | {1})
+    runs: dict[tuple[str, int], list[dict]] = {}
+    plan = [("batch", b) for b in sizes] + [("sequential", b) for b in sizes if b > 1]
+    if not args.no_long:
+        plan += [("long", 1), ("long", args.long_batch)]
+    for r in range(args.rounds):
+        for what, size in plan:
+            result = run_child(args, what, size)
+            runs.setdefault((what, size), []).append(result)
+            print(f"round {r + 1}: {what} {size}: {result}", file=sys.stderr, flush=True)
+    report(args, sizes, runs)
+
+
+def report(args, sizes, runs) -> None:
+    def best(what, size, key, low=True):
+        values = [r[key] for r in runs[(what, size)]]
+        return (min(values) if low else max(values)), values
+
+    base_rate, _ = best("batch", 1, "t3_tokens_per_s", low=False)
+    base_rss, _ = best("batch", 1, "peak_rss_mb")
+    print(f"{args.variant}, {args.tokens} speech tokens per row, {args.rounds} alternating "
+          "rounds (best, with the range)")  # fmt: skip
+    print("batch  T3 tok/s (range)      x b1   e2e s (range)        x seq  peak RSS MB  x b1")
+    rows = []
+    for size in sizes:
+        rate, rates = best("batch", size, "t3_tokens_per_s", low=False)
+        e2e, e2es = best("batch", size, "e2e_s")
+        seq, _ = best("sequential", size, "e2e_s") if size > 1 else (e2e, None)
+        rss, _ = best("batch", size, "peak_rss_mb")
+        row = {"batch": size, "t3_tokens_per_s": round(rate, 3),
+               "t3_speedup": round(rate / base_rate, 3), "e2e_s": round(e2e, 3),
+               "e2e_speedup": round(seq / e2e, 3), "peak_rss_mb": round(rss, 1)}  # fmt: skip
+        rows.append(row)
+        print(f"{size:5d}  {rate:6.2f} ({spread(rates):>11s})  {rate / base_rate:4.2f}  "
+              f"{e2e:7.2f} ({spread(e2es):>11s})  {seq / e2e:5.2f}  {rss:11.0f}  "
+              f"{rss / base_rss:4.2f}")  # fmt: skip
+    if ("long", 1) in runs:
+        one, ones = best("long", 1, "e2e_s")
+        many, manys = best("long", args.long_batch, "e2e_s")
+        chunks = runs[("long", 1)][0]["chunks"]
+        print(f"long text ({chunks} chunks, one generate()): batch_size=1 {one:.2f} s "
+              f"({spread(ones)}), batch_size={args.long_batch} {many:.2f} s ({spread(manys)}): "
+              f"{one / many:.2f}x")  # fmt: skip
+    if args.json:
+        sys.path.insert(0, str(ROOT))
+        from chatterbox_mlx.files import atomic_write
+
+        with atomic_write(args.json) as f:
+            f.write((json.dumps(rows, indent=1) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()
