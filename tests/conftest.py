@@ -1,5 +1,6 @@
 import chatterbox_mlx  # noqa: F401, I001  (loads the optimized BLAS before mlx.core)
 
+import inspect
 import os
 
 import pytest
@@ -93,10 +94,10 @@ def variants_used(item) -> set[str]:
     """The shared variants ``item`` needs: its fixtures, and the fixtures it takes by name
     from a parameter (``request.getfixturevalue(variant)``), unless its module defines a
     fixture of that name itself (which then overrides this file's)."""
-    params = getattr(item, "callspec", None)
-    names = set(item.fixturenames) | {
-        value for value in (params.params.values() if params else ()) if isinstance(value, str)
-    }
+    names = set(item.fixturenames)
+    function = getattr(item, "function", None)
+    if hasattr(item, "callspec") and "request" in inspect.signature(function).parameters:
+        names |= {value for value in item.callspec.params.values() if isinstance(value, str)}
     own = vars(item.module) if getattr(item, "module", None) else {}
     return {MODEL_FIXTURES[name] for name in names & MODEL_FIXTURES.keys() if name not in own}
 
