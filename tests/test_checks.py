@@ -47,7 +47,7 @@ INTEGRITY = [
     ("hift", "generate", False),
     ("hift", "generate_stream", False),
     ("hift", "generate_batch", True),
-    ("hift", "vc", True),
+    pytest.param("hift", "vc", True, marks=pytest.mark.slow),
     ("flow", "generate", True),
     ("flow", "generate_stream", True),
     ("flow", "generate_batch", False),

@@ -19,7 +19,7 @@ from tests.helpers.entry_points import TEXT, ReachedT3, T3Finished
 from tests.helpers.models import shorten
 from tests.helpers.sources import converted_dir
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 CLIP_TEXTS = {
     "a": (

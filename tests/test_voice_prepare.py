@@ -33,6 +33,7 @@ def test_near_silent_prompt_refused_naming_its_level(english, tmp_path, stop_at_
         english.prepare_voice(noise, sr=SR)
 
 
+@pytest.mark.slow
 def test_quiet_prompt_warns_naming_its_level_normal_prompt_does_not(english, tmp_path):
     speech = espeak_array(tmp_path, "Hello there, how are you?")
     with pytest.warns(UserWarning, match=re.escape("very quiet (-55 dBFS RMS)")):
