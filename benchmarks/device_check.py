@@ -16,6 +16,7 @@ MLX), so the summary is written even where MLX or torch fails to load.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib.util
 import io
@@ -57,7 +58,7 @@ class Sizes:
 GPU = Sizes("cuda", tokens=101, runs=3, warmup=1, t3_tokens=30, batches="1,4,16,32",
             timeouts={"checkpoints": 150, "compare": 120, "batching": 150, "t3": 75})  # fmt: skip
 DRY = Sizes("cpu", tokens=4, runs=1, warmup=0, t3_tokens=2, batches="1,2",
-            timeouts={"checkpoints": 120, "compare": 90, "batching": 60, "t3": 60})  # fmt: skip
+            timeouts={"checkpoints": 120, "compare": 150, "batching": 120, "t3": 120})  # fmt: skip
 
 
 def _files_module():
@@ -349,7 +350,11 @@ def batching_step(python: str, sizes: Sizes, out: Path, env: dict) -> Step | str
     command = [python, str(script), "--batch", sizes.batches, "--json", str(json_path),
                "--variant", "turbo", "--model", model]  # fmt: skip
     help_text = run_command([python, str(script), "--help"], 60, env)[1]
-    if sizes is DRY and "--tokens" in help_text:
+    # one round and no long-text case: each measurement loads the model in a child process
+    for flag, value in (("--rounds", "1"), ("--no-long", None)):
+        if flag in help_text:
+            command += [flag] if value is None else [flag, value]
+    if sizes.device == "cpu" and "--tokens" in help_text:
         command += ["--tokens", str(sizes.tokens)]
     return Step("batching", command, sizes.timeouts["batching"], batching_parser(json_path))
 
@@ -372,7 +377,7 @@ def environment(python: str, reference_python: str, env: dict, dry_run: bool) ->
         probes["device"] = (reference_python, "import torch; print(torch.cuda.get_device_name())")
         probes["mlx_gpu"] = (python, "import mlx.core as mx; print(mx.is_available(mx.gpu))")
     for key, (exe, code) in probes.items():
-        rc, output = run_command([exe, "-c", code], 120, env)
+        rc, output = run_command([exe, "-c", code], 60, env)
         lines = output.strip().splitlines()
         found[key] = lines[-1] if rc == 0 and lines else f"unknown ({_last(lines)})"
     if dry_run:
@@ -408,6 +413,9 @@ def t3_steps(python: str, sizes: Sizes) -> list[Step]:
 
 STEP_NAMES = ("checkpoints", *(f"compare-{v}" for v in VARIANTS), "batching",
               *(f"t3-{v}" for v in VARIANTS))  # fmt: skip
+# The dry run proves each kind of step first (a loaded CPU may not finish them all).
+DRY_ORDER = ("checkpoints", "compare-turbo", "batching", "t3-turbo", "compare-nano",
+             "compare-english", "t3-nano", "t3-english")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -416,7 +424,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and gpu-summary.json (the device's $OUT)")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="the same steps on the CPU, tiny")
     parser.add_argument(
-        "--budget-s", type=float, help="seconds for all steps (default 470, dry run 170)"
+        "--budget-s", type=float, help="seconds for all steps (default 470, dry run 420)"
+    )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        help="multiply every step's timeout (a loaded or slower machine)",
     )
     parser.add_argument("--steps", help=f"comma list, a subset of {','.join(STEP_NAMES)}")
     parser.add_argument("--reference-python", default=str(ROOT / ".refenv" / "bin" / "python"),
@@ -428,9 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: a file is there; give a folder")
     if args.budget_s is None:
-        args.budget_s = 170.0 if args.dry_run else 470.0
+        args.budget_s = 420.0 if args.dry_run else 470.0
     if not args.budget_s > 0:
         parser.error(f"--budget-s {args.budget_s}: give a positive number of seconds")
+    if not args.timeout_scale > 0:
+        parser.error(f"--timeout-scale {args.timeout_scale}: give a positive factor")
     if args.steps is None:
         args.steps = list(STEP_NAMES)
     else:
@@ -443,15 +459,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.monotonic()
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = DRY if args.dry_run else GPU
+    scaled = {k: v * args.timeout_scale for k, v in sizes.timeouts.items()}
+    sizes = dataclasses.replace(sizes, timeouts=scaled)
     python = sys.executable
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(paths))
     found = environment(python, args.reference_python, env, args.dry_run)
     summary = new_summary(found["device"], found["mlx"], found["torch"], args.dry_run)
-    runner = Runner(args.out, summary, args.budget_s, env)
+    runner = Runner(args.out, summary, args.budget_s - (time.monotonic() - started), env)
     runner.note(f"device check ({'dry run, CPU' if args.dry_run else 'GPU'}): {found}")
     if args.setup_log is not None:
         setup = args.setup_log.read_text(errors="replace") if args.setup_log.exists() else ""
@@ -463,7 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
     voice = write_voice(Path(tempfile.mkdtemp(prefix="device-check-")) / "voice.wav")
     steps = {s.name: s for s in build_steps(python, args.reference_python, sizes, voice)}
     steps.update({s.name: s for s in t3_steps(python, sizes)})
-    for name in STEP_NAMES:
+    for name in DRY_ORDER if args.dry_run else STEP_NAMES:
         if name not in args.steps:
             continue
         if name == "batching":

@@ -8,7 +8,7 @@
 #      (KINDS.md reads that machine's python3 as 3.12.3. To check first, a 5-second call:
 #       run(command="python3 --version; nvidia-smi", timeout_s=60); it starts the machine,
 #       which then stays warm for only 30 s, so make the next call at once.)
-#   2. here:  bash benchmarks/device_check.sh --dry-run --out /tmp/dry   # < 3 min, CPU
+#   2. here:  bash benchmarks/device_check.sh --dry-run --out /tmp/dry   # CPU, tiny sizes
 #   3. the device tool, one call:
 #        run(command="bash benchmarks/device_check.sh", carry=["benchmarks/device_wheels"],
 #            timeout_s=570)
@@ -19,21 +19,24 @@
 #   4. give_back, then commit the raw output under benchmarks/results/ (a dry run's summary
 #      is CPU numbers: commit it nowhere).
 #
-# On the machine: a venv at .refenv (--system-site-packages, so its torch with CUDA is seen;
-# .refenv is where t3.py looks for the reference) gets the carried wheels offline, its
-# site-packages links the system's nvidia/ (libmlx.so's RPATH and MLX's JIT headers look
-# there), then benchmarks/device_check.py runs every step with its own timeout inside the
-# budget and writes $OUT/gpu-summary.json after each one. A failed step is recorded, not
+# On the machine: the carried wheels install offline into .refenv/site, ahead of python3's own
+# packages (its torch with CUDA) on PYTHONPATH, beside a link to its nvidia/ (libmlx.so's
+# RPATH and MLX's JIT headers look there); .refenv/bin/python runs python3 so (t3.py takes
+# the reference from there; both sides run it). Then benchmarks/device_check.py runs every
+# step with its own timeout inside the budget and writes $OUT/gpu-summary.json after each one. A failed step is recorded, not
 # fatal. --dry-run skips the install (it checks that the wheels resolve for the machine's
 # platform when they are here) and runs the same steps on this CPU at tiny sizes.
 #
 # Usage: bash benchmarks/device_check.sh [--dry-run] [--out DIR] [--budget-s N] [--steps LIST]
-#   --out defaults to $OUT; --budget-s is the whole check's seconds (default 480, dry 180).
+#                                        [--timeout-scale F]   (each step's timeout times F)
+#   --out defaults to $OUT; --budget-s is the whole check's seconds (default 480; dry run 430,
+#   which covers it on a loaded 2-core machine; it runs one step of each kind first).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WHEELS="$ROOT/benchmarks/device_wheels"
 VENV="$ROOT/.refenv"
+SITE="$VENV/site"
 START=$(date +%s)
 
 die() { echo "device_check.sh: $*" >&2; exit 2; }
@@ -44,14 +47,16 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --out) [ $# -ge 2 ] || die "--out needs a folder"; OUT_DIR="$2"; shift ;;
     --budget-s) [ $# -ge 2 ] || die "--budget-s needs a number of seconds"; BUDGET="$2"; shift ;;
-    --steps) [ $# -ge 2 ] || die "--steps needs a comma list"; STEPS=(--steps "$2"); shift ;;
-    -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) die "unknown argument '$1'; use --dry-run, --out DIR, --budget-s N or --steps LIST" ;;
+    --steps) [ $# -ge 2 ] || die "--steps needs a comma list"; STEPS+=(--steps "$2"); shift ;;
+    --timeout-scale) [ $# -ge 2 ] || die "--timeout-scale needs a factor"
+      STEPS+=(--timeout-scale "$2"); shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) die "unknown argument '$1'; use --dry-run, --out DIR, --budget-s N, --steps LIST or --timeout-scale F" ;;
   esac
   shift
 done
 [ -n "$OUT_DIR" ] || die "no output folder: set OUT or pass --out DIR"
-if [ -z "$BUDGET" ]; then BUDGET=$([ "$DRY" = 1 ] && echo 180 || echo 480); fi
+if [ -z "$BUDGET" ]; then BUDGET=$([ "$DRY" = 1 ] && echo 430 || echo 480); fi
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -gt 30 ] \
   || die "--budget-s '$BUDGET': give a whole number of seconds above 30"
 mkdir -p "$OUT_DIR" || die "cannot make the output folder $OUT_DIR"
@@ -80,23 +85,33 @@ setup_dry() {
 }
 
 setup_gpu() {
+  # The machine's python3 is itself a venv (/opt/torch/.venv), so a venv made from it would
+  # not see its torch: the wheels go into a folder ahead of it on PYTHONPATH instead, and
+  # .refenv/bin/python (where t3.py looks for the reference) runs python3 with that path.
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 --version
   PY="$VENV/bin/python"; REF_PY="$PY"
-  if "$PY" -c "import mlx.core, chatterbox.tts" 2>/dev/null; then
-    echo "venv $VENV already installed (a warm machine)"; return 0
+  if [ -x "$PY" ] && "$PY" -c "import mlx.core, chatterbox.tts" 2>/dev/null; then
+    echo "$SITE already installed (a warm machine)"; return 0
   fi
   [ -f "$WHEELS/requirements.txt" ] || {
     fail_setup "no $WHEELS/requirements.txt: run benchmarks/device_wheels.sh here and carry benchmarks/device_wheels"
     return 0; }
-  python3 -m venv --system-site-packages "$VENV" || { fail_setup "python3 -m venv failed"; return 0; }
-  local site system_nvidia
-  site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  if [ -e "$VENV" ] && [ ! -f "$VENV/device-check" ]; then
+    fail_setup "$VENV exists and is not this script's (a development checkout?): use --dry-run here"
+    return 0
+  fi
+  rm -rf "$VENV" && mkdir -p "$VENV/bin" "$SITE" && touch "$VENV/device-check"
+  printf '#!/bin/sh\nexport PYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}"\nexec %s "$@"\n' \
+    "$SITE" "$(command -v python3)" >"$PY"
+  chmod +x "$PY"
+  # libmlx.so's RPATH and MLX's JIT headers look for nvidia/ beside mlx/
+  local system_nvidia
   system_nvidia="$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)"
-  if [ -n "$system_nvidia" ]; then ln -sfn "$system_nvidia" "$site/nvidia"
-  else echo "warning: the system python has no nvidia/ packages; libmlx.so may not find CUDA"; fi
-  timeout 180 "$PY" -m pip install --no-index --no-deps --no-compile --no-cache-dir \
-    --find-links "$WHEELS" -r "$WHEELS/requirements.txt" \
+  if [ -n "$system_nvidia" ]; then ln -sfn "$system_nvidia" "$SITE/nvidia"
+  else echo "warning: python3 has no nvidia/ packages; libmlx.so may not find CUDA"; fi
+  timeout 180 python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$SITE" --find-links "$WHEELS" -r "$WHEELS/requirements.txt" \
     || { fail_setup "pip install of the carried wheels failed"; return 0; }
   timeout 120 "$PY" -c "import mlx.core as mx; print('mlx', mx.__version__, 'gpu:', mx.is_available(mx.gpu)); \
 x = mx.ones((256, 256), stream=mx.gpu) @ mx.ones((256, 256), stream=mx.gpu); mx.eval(x); print('gpu matmul', x[0, 0].item())" \
