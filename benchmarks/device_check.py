@@ -340,16 +340,15 @@ def batching_parser(path: Path):
     return parse
 
 
-def batching_step(python: str, sizes: Sizes, out: Path, env: dict) -> Step | str:
-    """The batching benchmark's step, or why there is none."""
-    script = ROOT / "benchmarks" / "batching.py"
-    if not script.exists():
-        return "benchmarks/batching.py is not in this checkout"
-    model = converted_path(python, "turbo", env)
+BATCHING = ROOT / "benchmarks" / "batching.py"
+
+
+def batching_step(python: str, sizes: Sizes, out: Path, help_text: str, model: str) -> Step:
+    """The batching benchmark's step; ``help_text`` (its ``--help``) says which of the
+    optional flags it takes."""
     json_path = out / "batching.json"
-    command = [python, str(script), "--batch", sizes.batches, "--json", str(json_path),
+    command = [python, str(BATCHING), "--batch", sizes.batches, "--json", str(json_path),
                "--variant", "turbo", "--model", model]  # fmt: skip
-    help_text = run_command([python, str(script), "--help"], 60, env)[1]
     # one round and no long-text case: each measurement loads the model in a child process
     for flag, value in (("--rounds", "1"), ("--no-long", None)):
         if flag in help_text:
@@ -486,10 +485,14 @@ def main(argv: list[str] | None = None) -> dict:
         if name not in args.steps:
             continue
         if name == "batching":
-            step = batching_step(python, sizes, args.out, env)
-            if isinstance(step, str):
-                runner.record("batching", "skipped", 0.0, step)
+            if not BATCHING.exists():
+                runner.record(
+                    name, "skipped", 0.0, "benchmarks/batching.py is not in this checkout"
+                )
                 continue
+            help_text = run_command([python, str(BATCHING), "--help"], 60, env)[1]
+            model = converted_path(python, "turbo", env)
+            step = batching_step(python, sizes, args.out, help_text, model)
         else:
             step = steps[name]
         runner.run(step)

@@ -180,13 +180,16 @@ def test_steps_past_the_overall_budget_are_skipped(tmp_path):
                                  "detail": "out of the overall budget"}]  # fmt: skip
 
 
-def test_the_batching_step_is_skipped_with_its_reason_when_the_script_is_missing(tmp_path):
-    if (ROOT / "benchmarks" / "batching.py").exists():
-        step = dc.batching_step(sys.executable, dc.DRY, tmp_path, {})
-        assert isinstance(step, dc.Step) and "--batch" in step.command
-    else:
-        reason = dc.batching_step(sys.executable, dc.DRY, tmp_path, {})
-        assert reason == "benchmarks/batching.py is not in this checkout"
+def test_the_batching_step_takes_the_optional_flags_its_help_lists(tmp_path):
+    help_text = "usage: batching.py [--batch B] [--tokens N] [--rounds R] [--no-long]"
+    dry = dc.batching_step("py", dc.DRY, tmp_path, help_text, "/m").command
+    assert dry[dry.index("--batch") + 1] == "1,2" and dry[dry.index("--model") + 1] == "/m"
+    assert dry[dry.index("--rounds") + 1] == "1" and "--no-long" in dry
+    assert dry[dry.index("--tokens") + 1] == str(dc.DRY.tokens)
+    gpu = dc.batching_step("py", dc.GPU, tmp_path, "usage: batching.py [--batch B]", "/m")
+    assert gpu.command[gpu.command.index("--batch") + 1] == "1,4,16,32"
+    assert not {"--rounds", "--no-long", "--tokens"} & set(gpu.command)
+    assert gpu.command[gpu.command.index("--json") + 1] == str(tmp_path / "batching.json")
 
 
 def test_the_voice_is_a_12_second_24_khz_wav_with_sound(tmp_path):
