@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers.entry_points import LANGUAGE, TEXT, T3Finished
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 
 def spoken_tokens(model, monkeypatch, run) -> tuple[list[int], int]:
