@@ -82,6 +82,17 @@ setup_dry() {
     "${platforms[@]}" --target "$(mktemp -d)" -r "$WHEELS/requirements.txt" \
     || { fail_setup "the carried wheels do not resolve for python ${version:-3.12}"; return 0; }
   echo "wheels resolve for python ${version:-3.12} on manylinux x86_64"
+  (cd "$ROOT" && python3 - "$WHEELS" <<'EOF'
+import os, subprocess, sys
+listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], check=True,
+                        capture_output=True).stdout.decode().split("\0")
+tree = sum(os.path.getsize(p) for p in listed if p and os.path.isfile(p))
+wheels = sum(e.stat().st_size for e in os.scandir(sys.argv[1]) if e.is_file())
+print(f"carry: wheels {wheels / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB "
+      f"= {(wheels + tree) / 2**20:.1f} MiB of 64 MiB")
+sys.exit(wheels + tree > 64 * 2**20)
+EOF
+  ) || fail_setup "the working tree and the wheels pass the 64 MiB carry limit"
 }
 
 setup_gpu() {
