@@ -291,7 +291,8 @@ def test_client_disconnect_stops_generation_at_the_next_chunk(long_server):
     with speech.create(
         model="nano", voice="alloy", input=TEXT, response_format="pcm", extra_body={"seed": 1}
     ) as response:
-        first = next(response.iter_bytes())
+        parts = response.iter_bytes()  # kept: a dropped iterator closes the connection
+        first = next(parts)
         assert first
         during = health(url)
     assert during["busy"] and during["done"] == before["done"], during

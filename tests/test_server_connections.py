@@ -179,3 +179,33 @@ def test_a_request_cut_off_by_the_grace_gets_a_503_not_a_bare_500(tmp_path):
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "shutting_down" and r.headers["retry-after"] == "10"
     assert not (tmp_path / "v" / "slow").exists()  # cut off: not added
+
+
+def test_a_long_stream_keeps_the_servers_memory_flat(tmp_path):
+    """590 s of audio (28 MB of PCM) streamed to a client that reads slowly: the server
+    makes the audio as the client takes it (a few chunks ahead), so its resident memory
+    stays well under the response's size."""
+    from tests.helpers.server import rss_kib
+
+    args = ("--voices", str(tmp_path / "v"), "--max-audio-seconds", "600", "--max-new-tokens", "4")
+    server = serve(*args)
+    body = {"input": "[pause:10s]" * 59 + " Hi.", "response_format": "pcm"}
+    total, grown = 0, []
+    try:
+        with httpx.stream(
+            "POST", server.url + "/v1/audio/speech", json=body,
+            headers={"Authorization": f"Bearer {KEY}"}, timeout=300,
+        ) as r:  # fmt: skip
+            assert r.status_code == 200
+            start = None
+            for n, part in enumerate(r.iter_bytes(1 << 16)):
+                total += len(part)
+                if start is None:
+                    start = rss_kib(server.pid)
+                if n % 20 == 0:
+                    grown.append(rss_kib(server.pid) - start)
+                time.sleep(0.005)
+    finally:
+        server.stop()
+    assert total == 2 * (590 * 24000 + (4 + TAIL) * PER_TOKEN)
+    assert max(grown) < 12_000, grown  # KiB; the whole response is 27,700 KiB

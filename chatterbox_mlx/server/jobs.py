@@ -21,11 +21,15 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
+from .logs import throttled
+
 logger = logging.getLogger("chatterbox_mlx.server")
 
 DONE = "done"
 DATA = "data"
 ERROR = "error"
+MAX_PENDING = 8  # DATA items made and not yet read (a streamed response's buffer)
+STALL_SECONDS = 60.0  # a client that reads nothing this long loses its stream
 
 
 class QueueFull(Exception):
@@ -52,6 +56,7 @@ class Job:
         self._items: asyncio.Queue = asyncio.Queue()
         self._cancelled = threading.Event()
         self._stopping = threading.Event()
+        self._room = threading.Semaphore(MAX_PENDING)
         self.started = threading.Event()
         self.finished = threading.Event()
         self.chunks = 0  # items of audio computed (for the stats)
@@ -73,13 +78,31 @@ class Job:
         self._stopping.set()
 
     def emit(self, kind: str, value=None) -> None:
+        """Hand an item to the event loop. A DATA item waits while MAX_PENDING of them are
+        unread (a slow client holds back the generation instead of the server holding
+        its audio); it is dropped once the job is cancelled, and a client that reads
+        nothing for STALL_SECONDS loses its stream (the model is not held for it)."""
+        if kind == DATA:
+            waited = 0.0
+            while not self._room.acquire(timeout=0.1):
+                waited += 0.1
+                if waited >= STALL_SECONDS and not self.cancelled:
+                    throttled(logger, logging.INFO, "stalled",
+                              "a client read nothing for %g s: its stream is stopped",
+                              STALL_SECONDS)  # fmt: skip
+                    self.cancel()
+                if self.cancelled:
+                    return
         try:
             self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
         except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
             self.cancel()
 
     async def next(self) -> tuple[str, object]:
-        return await self._items.get()
+        item = await self._items.get()
+        if item[0] == DATA:
+            self._room.release()
+        return item
 
 
 class ModelWorker:
