@@ -117,6 +117,7 @@ def test_reduced(reduced, golden, files, name):
     check(run_case(reduced, files, name), golden, name)
 
 
+@pytest.mark.slow
 @pytest.mark.golden
 @pytest.mark.parametrize("name", CASES)
 def test_full_size(full, golden, golden_full, files, name):
