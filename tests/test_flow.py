@@ -124,7 +124,13 @@ def test_estimator_first_call_of_cfg_solve(models, golden):
 @pytest.mark.golden
 @pytest.mark.parametrize(
     "name",
-    ["cfg_prompt", "cfg_noprompt_1", "cfg_prompt_1", "cfg_oddmel", "cfg_long"],
+    [
+        "cfg_prompt",
+        "cfg_noprompt_1",
+        "cfg_prompt_1",
+        "cfg_oddmel",
+        pytest.param("cfg_long", marks=pytest.mark.slow),
+    ],
 )
 def test_cfg_solve_reduced(models, golden, name):
     mel = run_case(models["cfg"], golden, name)
@@ -259,7 +265,7 @@ def test_full_estimator_call(full_models, golden_full, name):
 
 
 @pytest.mark.golden
-@pytest.mark.parametrize("name", ["cfg", "mf"])
+@pytest.mark.parametrize("name", [pytest.param("cfg", marks=pytest.mark.slow), "mf"])
 def test_full_solve(full_models, golden_full, name):
     mel = run_case(full_models[name], golden_full, f"{name}_solve")
     assert_close(mel, golden_full[f"{name}_solve__mel"], RTOL, f"full {name} solve")

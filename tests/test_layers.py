@@ -101,6 +101,7 @@ def test_cpu_conv1d_matches_mx_conv1d(steps, in_ch, out_ch, kernel, stride, padd
     assert_close(layers.conv1d(x, w, stride, padding, dilation), expected, RTOL, "conv1d")
 
 
+@pytest.mark.slow
 def test_cpu_conv1d_matches_mx_conv1d_at_hift_size(cpu_paths, kernel_calls):
     """HiFT's last stage (64 channels, kernel 11, 5 s of audio) takes the per-tap path by
     default."""
