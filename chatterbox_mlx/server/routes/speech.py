@@ -62,9 +62,25 @@ async def speech(request: Request):
         if req.stream_format == "sse":
             data = _sse(_delta(data)) + _sse(_done(req, samples))
         return Response(data, media_type=req.content_type, headers=headers)
-    return StreamingResponse(
-        _stream_body(req, job, first), media_type=req.content_type, headers=headers
+    return _JobStream(
+        req, job, _stream_body(req, job, first), media_type=req.content_type, headers=headers
     )
+
+
+class _JobStream(StreamingResponse):
+    """A streamed response that cancels its job however it ends before the job does
+    (also when the client leaves before the body's first byte is asked for)."""
+
+    def __init__(self, req: SpeechRequest, job: Job, body, **kwargs):
+        super().__init__(body, **kwargs)
+        self.req, self.job = req, job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.job.finished.is_set():
+                self.req.model.worker.cancel(self.job)
 
 
 async def _collect(watch: Watch, job: Job) -> tuple[bytes, int]:
