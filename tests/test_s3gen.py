@@ -30,6 +30,7 @@ def s3gen():
     return S3Gen(load_flow(path), hift_mod.load(path), meanflow=False)
 
 
+@pytest.mark.slow
 @pytest.mark.golden
 def test_inference_matches_reference(golden, s3gen):
     gen = GenCond(
