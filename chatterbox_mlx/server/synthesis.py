@@ -172,8 +172,12 @@ def run_speech(job: Job, request, state) -> None:
     per_piece = request.params.get("max_new_tokens", model.variant.generation["max_new_tokens"])
     params = {k: v for k, v in request.params.items() if k != "max_new_tokens"}
     left = request.token_budget
-    for index, item in enumerate(request.plan.items):
-        if job.cancelled or job.stopping or out.full or left <= 0:
+    items = request.plan.items
+    last_text = max(i for i, item in enumerate(items) if isinstance(item, str))
+    for index, item in enumerate(items):
+        if job.cancelled or job.stopping or out.full:
+            break
+        if left <= 0 and index <= last_text:  # the text is cut here; trailing pauses stay
             break
         if isinstance(item, float):
             out.silence(item, request.speed)
