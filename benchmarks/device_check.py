@@ -214,6 +214,14 @@ class Runner:
         self.note(f"---- {name}: {status} ({seconds:.1f} s){' ' + detail if detail else ''}")
         self.save()
 
+    def _parsed(self, step: Step, output: str) -> bool:
+        """Whether a timed-out step's partial output parses (t3.py prints float32 first)."""
+        try:
+            step.parse(output, self.summary)
+        except (ValueError, KeyError, OSError, json.JSONDecodeError):
+            return False
+        return True
+
     def save(self) -> None:
         write_text(self.out / "raw-output.txt", self.log.getvalue())
         write_json(self.out / "gpu-summary.json", self.summary)
@@ -231,7 +239,10 @@ class Runner:
         seconds = time.monotonic() - start
         self.log.write(output if output.endswith("\n") or not output else output + "\n")
         if rc is None:
-            self.record(step.name, "failed", seconds, f"timed out after {timeout:.0f} s")
+            detail = f"timed out after {timeout:.0f} s"
+            if step.parse is not None and self._parsed(step, output):
+                detail += "; what it printed by then is in the summary"
+            self.record(step.name, "failed", seconds, detail)
             return None
         if rc:
             self.record(step.name, "failed", seconds, f"exit status {rc}")

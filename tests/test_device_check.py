@@ -173,6 +173,16 @@ def test_a_step_past_its_timeout_is_ended_with_its_children(tmp_path):
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
 
 
+def test_a_timed_out_step_keeps_what_it_printed_before(tmp_path):
+    runner, summary = _runner(tmp_path)
+    sample = SAMPLES / "t3-cpu-turbo.txt"
+    code = f"print(open({str(sample)!r}).read(), flush=True); import time; time.sleep(60)"
+    runner.run(dc.Step("t3-turbo", [sys.executable, "-c", code], 3, dc.t3_parser("turbo")))
+    assert summary["t3_tokens_per_s"]["turbo"]["float32"] == 0.13
+    assert summary["steps"][0]["status"] == "failed"
+    assert "in the summary" in summary["steps"][0]["detail"]
+
+
 def test_steps_past_the_overall_budget_are_skipped(tmp_path):
     runner, summary = _runner(tmp_path, budget_s=1.0)
     runner.run(dc.Step("late", [sys.executable, "-c", "print(1)"], 30))
