@@ -42,6 +42,18 @@ def serve_parser():
     return build_parser()
 
 
+def wyoming_parser():
+    from chatterbox_mlx.wyoming.cli import build_parser
+
+    return build_parser()
+
+
+def book_parser():
+    from chatterbox_mlx.book.cli import build_parser
+
+    return build_parser()
+
+
 def voice_parser():
     from chatterbox_mlx.cli.main import build_voice_parser
 
@@ -53,12 +65,16 @@ MODULE_PARSERS = {
     "chatterbox_mlx.generate": generate_parser,
     "chatterbox_mlx.checkpoints.convert": convert_parser,
     "chatterbox_mlx.server": serve_parser,
+    "chatterbox_mlx.wyoming": wyoming_parser,
+    "chatterbox_mlx.book": book_parser,
 }
 SCRIPT_PARSERS = {"convert.py": convert_parser}
 ENTRY_POINTS = {"chatterbox-mlx": generate_parser}
 SUBCOMMANDS = {  # their own parsers
     ("chatterbox-mlx", "voice"): voice_parser,
     ("chatterbox-mlx", "serve"): serve_parser,
+    ("chatterbox-mlx", "wyoming"): wyoming_parser,
+    ("chatterbox-mlx", "book"): book_parser,
 }
 
 
