@@ -8,7 +8,11 @@
 #      (KINDS.md reads that machine's python3 as 3.12.3. To check first, a 5-second call:
 #       run(command="python3 --version; nvidia-smi", timeout_s=60); it starts the machine,
 #       which then stays warm for only 30 s, so make the next call at once.)
-#   2. here:  bash benchmarks/device_check.sh --dry-run --out /tmp/dry   # CPU, tiny sizes
+#   2. here:  bash benchmarks/device_check.sh --dry-run --out /tmp/dry   # CPU, tiny sizes;
+#             also checks the wheels resolve for the machine and the carry fits. On a loaded
+#             CPU add --budget-s 1800 --timeout-scale 8 (t3.py's 8- and 4-bit runs, 15x slower
+#             on a CPU, still outlast it), or prove one step of each kind with
+#             --steps checkpoints,compare-turbo,batching
 #   3. the device tool, one call:
 #        run(command="bash benchmarks/device_check.sh", carry=["benchmarks/device_wheels"],
 #            timeout_s=570)
@@ -23,14 +27,14 @@
 # packages (its torch with CUDA) on PYTHONPATH, beside a link to its nvidia/ (libmlx.so's
 # RPATH and MLX's JIT headers look there); .refenv/bin/python runs python3 so (t3.py takes
 # the reference from there; both sides run it). Then benchmarks/device_check.py runs every
-# step with its own timeout inside the budget and writes $OUT/gpu-summary.json after each one. A failed step is recorded, not
-# fatal. --dry-run skips the install (it checks that the wheels resolve for the machine's
+# step with its own timeout inside the budget and writes $OUT/gpu-summary.json after each
+# one. A failed step is recorded, not fatal. --dry-run skips the install (it checks that the wheels resolve for the machine's
 # platform when they are here) and runs the same steps on this CPU at tiny sizes.
 #
 # Usage: bash benchmarks/device_check.sh [--dry-run] [--out DIR] [--budget-s N] [--steps LIST]
 #                                        [--timeout-scale F]   (each step's timeout times F)
 #   --out defaults to $OUT; --budget-s is the whole check's seconds (default 480; dry run 430,
-#   which covers it on a loaded 2-core machine; it runs one step of each kind first).
+#   whose order runs one step of each kind first).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
