@@ -80,8 +80,17 @@ def child(args) -> dict:
     if args.child == "batch":
         rows = t3_rows(model, texts, args.tokens, language)
         started = time.perf_counter()
-        count = sum(e.step is not None for e in model.t3.generate_batch(rows, batch_size=size))
-        out["t3_tokens_per_s"] = count / (time.perf_counter() - started)
+        count, joined = 0, None
+        for event in model.t3.generate_batch(rows, batch_size=size):
+            count += event.step is not None
+            if joined is None:  # every row prefilled and sampled its first token
+                joined = time.perf_counter()
+        ended = time.perf_counter()
+        out["t3_tokens_per_s"] = count / (ended - started)
+        out["t3_prefill_s"] = joined - started
+        out["t3_decode_tokens_per_s"] = (count - size) / max(ended - joined, 1e-9)
+        if args.t3_only:
+            return out
         started = time.perf_counter()
         model.generate_batch(texts, batch_size=size, **kwargs)
         out["e2e_s"] = time.perf_counter() - started
@@ -145,6 +154,8 @@ def s3gen_rounds(args) -> None:
 def run_child(args, what: str, size: int) -> dict:
     cmd = [sys.executable, __file__, "--child", what, "--size", str(size), "--variant",
            args.variant, "--tokens", str(args.tokens)]  # fmt: skip
+    if args.t3_only:
+        cmd.append("--t3-only")
     if args.model:
         cmd += ["--model", args.model]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -165,6 +176,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--long-batch", type=int, default=4, help="batch size of the long text")
     p.add_argument("--no-long", action="store_true", help="skip the long-text case")
+    p.add_argument("--t3-only", action="store_true", help="T3 alone: no end-to-end runs")
     p.add_argument("--model", help="converted or original model directory")
     p.add_argument("--json", help="write the rows here (a list of objects)")
     p.add_argument(
@@ -185,8 +197,10 @@ def main() -> None:
         return
     sizes = sorted({int(b) for b in args.batch.split(",")} | {1})
     runs: dict[tuple[str, int], list[dict]] = {}
-    plan = [("batch", b) for b in sizes] + [("sequential", b) for b in sizes if b > 1]
-    if not args.no_long:
+    plan = [("batch", b) for b in sizes]
+    if not args.t3_only:
+        plan += [("sequential", b) for b in sizes if b > 1]
+    if not args.no_long and not args.t3_only:
         plan += [("long", 1), ("long", args.long_batch)]
     for r in range(args.rounds):
         for what, size in plan:
@@ -205,20 +219,30 @@ def report(args, sizes, runs) -> None:
     base_rss, _ = best("batch", 1, "peak_rss_mb")
     print(f"{args.variant}, {args.tokens} speech tokens per row, {args.rounds} alternating "
           "rounds (best, with the range)")  # fmt: skip
-    print("batch  T3 tok/s (range)      x b1   e2e s (range)        x seq  peak RSS MB  x b1")
+    base_decode, _ = best("batch", 1, "t3_decode_tokens_per_s", low=False)
+    print("batch  T3 tok/s (range)      x b1  decode tok/s  x b1  prefill s  "
+          "e2e s (range)        x seq  peak RSS MB  x b1")  # fmt: skip
     rows = []
     for size in sizes:
         rate, rates = best("batch", size, "t3_tokens_per_s", low=False)
-        e2e, e2es = best("batch", size, "e2e_s")
-        seq, _ = best("sequential", size, "e2e_s") if size > 1 else (e2e, None)
+        decode, _ = best("batch", size, "t3_decode_tokens_per_s", low=False)
+        prefill, _ = best("batch", size, "t3_prefill_s")
         rss, _ = best("batch", size, "peak_rss_mb")
         row = {"batch": size, "t3_tokens_per_s": round(rate, 3),
-               "t3_speedup": round(rate / base_rate, 3), "e2e_s": round(e2e, 3),
-               "e2e_speedup": round(seq / e2e, 3), "peak_rss_mb": round(rss, 1)}  # fmt: skip
+               "t3_speedup": round(rate / base_rate, 3),
+               "t3_decode_tokens_per_s": round(decode, 3),
+               "t3_decode_speedup": round(decode / base_decode, 3)}  # fmt: skip
+        e2e_text = f"{'-':>27s}"
+        if not args.t3_only:
+            e2e, e2es = best("batch", size, "e2e_s")
+            seq, _ = best("sequential", size, "e2e_s") if size > 1 else (e2e, None)
+            row.update(e2e_s=round(e2e, 3), e2e_speedup=round(seq / e2e, 3))
+            e2e_text = f"{e2e:7.2f} ({spread(e2es):>11s})  {seq / e2e:5.2f}"
+        row["peak_rss_mb"] = round(rss, 1)
         rows.append(row)
         print(f"{size:5d}  {rate:6.2f} ({spread(rates):>11s})  {rate / base_rate:4.2f}  "
-              f"{e2e:7.2f} ({spread(e2es):>11s})  {seq / e2e:5.2f}  {rss:11.0f}  "
-              f"{rss / base_rss:4.2f}")  # fmt: skip
+              f"{decode:12.2f}  {decode / base_decode:4.2f}  {prefill:9.2f}  {e2e_text}  "
+              f"{rss:11.0f}  {rss / base_rss:4.2f}")  # fmt: skip
     if ("long", 1) in runs:
         one, ones = best("long", 1, "e2e_s")
         many, manys = best("long", args.long_batch, "e2e_s")

@@ -357,4 +357,4 @@ def test_cli_lines_write_one_file_per_line(tmp_path):
     r = run_cli("--model", "nano", "--text", "a\nb", "--lines", "--stream")
     assert r.returncode == 1 and b"--lines writes one file per line" in r.stderr
     r = run_cli("--model", "nano", "--text", "a", "--batch-size", "0")
-    assert r.returncode != 0 and b"--batch-size" in r.stderr
+    assert r.returncode == 2 and b"--batch-size: must be 1 or more" in r.stderr

@@ -47,6 +47,13 @@ def count_argument(text: str) -> int:
     return value
 
 
+def batch_size_argument(text: str) -> int:
+    value = count_argument(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more (1: one chunk at a time)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chatterbox-mlx",
@@ -86,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "25 a second of audio")  # fmt: skip
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
-    gen.add_argument("--batch-size", type=count_argument, metavar="N", help="text chunks (or "
+    gen.add_argument("--batch-size", type=batch_size_argument, metavar="N", help="text chunks (or "
                      "--lines) that T3 decodes together (default 4; 1: one at a time)")  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
