@@ -90,7 +90,7 @@ def child(args) -> dict:
         out["t3_prefill_s"] = joined - started
         out["t3_decode_tokens_per_s"] = (count - size) / max(ended - joined, 1e-9)
         if args.t3_only:
-            return out
+            return {**out, "peak_rss_mb": peak_rss_mb()}
         started = time.perf_counter()
         model.generate_batch(texts, batch_size=size, **kwargs)
         out["e2e_s"] = time.perf_counter() - started
@@ -104,8 +104,12 @@ def child(args) -> dict:
         model.generate(text, batch_size=size, **kwargs)
         out["e2e_s"] = time.perf_counter() - started
         out["chunks"] = len(model.last_stats["T3 finished per chunk"])
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def s3gen_rounds(args) -> None:
