@@ -70,5 +70,7 @@ class RateReference:
             return None
         typical = math.exp(median) * characters
         side = "long" if value > median else "short"
-        return (f"too {side} for its text ({seconds:.1f} s for {characters} characters; "
-                f"the book's chunks take about {typical:.1f} s)")  # fmt: skip
+        return (
+            f"too {side} for its text ({seconds:.1f} s for {characters} characters; "
+            f"the book's chunks take about {typical:.1f} s)"
+        )

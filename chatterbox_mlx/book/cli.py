@@ -43,12 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         "resume: run the same command again.",
     )
     p.add_argument("input", type=Path, help="the book: .epub, .txt or .md")
-    p.add_argument("-o", "--output", help="book.m4b | .m4a | .mp3 | .opus | .ogg | .flac | "
-                   ".wav | a folder (one file per chapter and a playlist)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        help="book.m4b | .m4a | .mp3 | .opus | .ogg | .flac | "
+        ".wav | a folder (one file per chapter and a playlist)",
+    )
     p.add_argument("--list", action="store_true", help="print the chapters found and exit")
     p.add_argument("--chapters", metavar="3-7,9", help="only these chapters (see --list)")
-    p.add_argument("--front-matter", action="store_true", help="also read the cover page, "
-                   "table of contents and copyright page")  # fmt: skip
+    p.add_argument(
+        "--front-matter",
+        action="store_true",
+        help="also read the cover page, table of contents and copyright page",
+    )
     p.add_argument(
         "--chapter-regex",
         metavar="REGEX",
@@ -58,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="the book's title (default: from the book)")
     p.add_argument("--author", help="the book's author (default: from the book)")
     model = p.add_argument_group("model and voice")
-    model.add_argument("--model", default="english", help="english | turbo | nano | "
-                       "multilingual | multilingual-v3 | a local directory | a hub "
-                       "repo id")  # fmt: skip
+    model.add_argument(
+        "--model",
+        default="english",
+        help="english | turbo | nano | "
+        "multilingual | multilingual-v3 | a local directory | a hub "
+        "repo id",
+    )
     model.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
     model.add_argument("--voice", type=Path, help="a clip to clone or a saved .voice file")
     model.add_argument("--language", help="language id for the multilingual model")
@@ -74,32 +85,64 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--max-new-tokens", type=int)
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
-    gen.add_argument("--seed", type=int, help="the book's seed (default: a random one, kept "
-                     "in the work folder)")  # fmt: skip
+    gen.add_argument(
+        "--seed", type=int, help="the book's seed (default: a random one, kept in the work folder)"
+    )
     gen.add_argument("--no-watermark", action="store_true", help="no Perth watermark")
     book = p.add_argument_group("book")
-    book.add_argument("--paragraph-pause", type=_seconds, default=Pauses.paragraph,
-                      metavar="S", help="silence between paragraphs (default "
-                      f"{Pauses.paragraph})")  # fmt: skip
-    book.add_argument("--chapter-pause", type=_seconds, default=Pauses.chapter, metavar="S",
-                      help=f"silence between chapters (default {Pauses.chapter})")  # fmt: skip
-    book.add_argument("--retries", type=_count, default=2, help="render a suspect chunk again "
-                      "up to this many times, with other seeds (default 2)")  # fmt: skip
-    book.add_argument("--work-dir", type=Path, help="where finished chunks are kept (default: "
-                      "OUTPUT.work beside the output)")  # fmt: skip
-    book.add_argument("--keep-work", action="store_true", help="keep the work folder after "
-                      "the book is written")  # fmt: skip
-    book.add_argument("--restart", action="store_true", help="discard the work folder's chunks "
-                      "and start again")  # fmt: skip
-    book.add_argument("--format", choices=FOLDER_FORMATS, help="a folder's file format "
-                      "(default mp3)")  # fmt: skip
-    book.add_argument("--bitrate", type=int, metavar="BPS", help="AAC/MP3/Opus bit rate "
-                      "(default 64000; Opus 32000)")  # fmt: skip
+    book.add_argument(
+        "--paragraph-pause",
+        type=_seconds,
+        default=Pauses.paragraph,
+        metavar="S",
+        help=f"silence between paragraphs (default {Pauses.paragraph})",
+    )
+    book.add_argument(
+        "--chapter-pause",
+        type=_seconds,
+        default=Pauses.chapter,
+        metavar="S",
+        help=f"silence between chapters (default {Pauses.chapter})",
+    )
+    book.add_argument(
+        "--retries",
+        type=_count,
+        default=2,
+        help="render a suspect chunk again up to this many times, with other seeds (default 2)",
+    )
+    book.add_argument(
+        "--work-dir",
+        type=Path,
+        help="where finished chunks are kept (default: OUTPUT.work beside the output)",
+    )
+    book.add_argument(
+        "--keep-work", action="store_true", help="keep the work folder after the book is written"
+    )
+    book.add_argument(
+        "--restart", action="store_true", help="discard the work folder's chunks and start again"
+    )
+    book.add_argument(
+        "--format", choices=FOLDER_FORMATS, help="a folder's file format (default mp3)"
+    )
+    book.add_argument(
+        "--bitrate",
+        type=int,
+        metavar="BPS",
+        help="AAC/MP3/Opus bit rate (default 64000; Opus 32000)",
+    )
     return p
 
 
-GENERATION = ("exaggeration", "cfg_weight", "temperature", "repetition_penalty", "min_p",
-              "top_p", "top_k", "max_new_tokens")  # fmt: skip
+GENERATION = (
+    "exaggeration",
+    "cfg_weight",
+    "temperature",
+    "repetition_penalty",
+    "min_p",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+)
 
 
 def generation_kwargs(args) -> dict:
@@ -133,11 +176,16 @@ def list_chapters(book: Book, chosen, pauses: Pauses, speed: float, out=None) ->
             total_chars += chapter.characters
             total_seconds += seconds + pauses.chapter
         note = f"  ({', '.join(notes)})" if notes else ""
-        print(f"{chapter.number:>4}  {chapter.characters:>10,}  {_clock(seconds):>8}  "
-              f"{chapter.title}{note}", file=out)  # fmt: skip
-    print(f"chosen: {len(chosen)} chapters, {total_chars:,} characters, about "
-          f"{_clock(total_seconds)} of audio (an estimate: 15 characters a second)",
-          file=out)  # fmt: skip
+        print(
+            f"{chapter.number:>4}  {chapter.characters:>10,}  {_clock(seconds):>8}  "
+            f"{chapter.title}{note}",
+            file=out,
+        )
+    print(
+        f"chosen: {len(chosen)} chapters, {total_chars:,} characters, about "
+        f"{_clock(total_seconds)} of audio (an estimate: 15 characters a second)",
+        file=out,
+    )
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -248,33 +296,55 @@ def _render(args, model, book, plans, kind, pauses, on_chunk) -> int:
     language = args.language if model.variant.needs_language else None
     _check_chunks(model, plans, language)
     voice = _voice(model, args)
-    settings = RenderSettings(generation, resolved["max_new_tokens"], args.speed or 1.0,
-                              language, not args.no_watermark, args.retries)  # fmt: skip
+    settings = RenderSettings(
+        generation,
+        resolved["max_new_tokens"],
+        args.speed or 1.0,
+        language,
+        not args.no_watermark,
+        args.retries,
+    )
     work = WorkFolder(args.work_dir or default_work_dir(args.output), model.sr)
-    seed = work.open(book.sha256, manifest_settings(args), args.seed, secrets.randbelow(2**31),
-                     restart=args.restart)  # fmt: skip
+    seed = work.open(
+        book.sha256,
+        manifest_settings(args),
+        args.seed,
+        secrets.randbelow(2**31),
+        restart=args.restart,
+    )
     try:
-        renderer = BookRenderer(ChunkSynthesizer(model, voice, settings), work, settings, seed,
-                                on_chunk=on_chunk)  # fmt: skip
+        renderer = BookRenderer(
+            ChunkSynthesizer(model, voice, settings), work, settings, seed, on_chunk=on_chunk
+        )
         records = renderer.finished(plans)
         done = [p for p in plans if all((c.chapter, c.index) in records for c in p.chunks)]
         if records:
-            print(f"resuming: {len(done)} of {len(plans)} chapters done ({len(records)} of "
-                  f"{sum(len(p.chunks) for p in plans)} chunks) in {work.path}",
-                  file=sys.stderr)  # fmt: skip
-        progress = BookProgress(len(plans), sum(p.characters for p in plans), len(done),
-                                sum(len(r["text"]) for r in records.values()),
-                                sum(r["seconds"] for r in records.values()))  # fmt: skip
+            print(
+                f"resuming: {len(done)} of {len(plans)} chapters done ({len(records)} of "
+                f"{sum(len(p.chunks) for p in plans)} chunks) in {work.path}",
+                file=sys.stderr,
+            )
+        progress = BookProgress(
+            len(plans),
+            sum(p.characters for p in plans),
+            len(done),
+            sum(len(r["text"]) for r in records.values()),
+            sum(r["seconds"] for r in records.values()),
+        )
         with progress:
             renderer.progress = progress
             records = renderer.render(plans, records)
-        audio = book_audio(plans, records, pauses.chapter, model.sr, book.title, book.author,
-                           book.cover)  # fmt: skip
+        audio = book_audio(
+            plans, records, pauses.chapter, model.sr, book.title, book.author, book.cover
+        )
         write_book(args.output, kind, audio, work.read_audio, args.format, args.bitrate)
     except BaseException as err:  # Ctrl-C, SIGTERM, a failure: the work stays
         if not isinstance(err, BookError):
-            print(f"chatterbox-mlx book: the finished chunks are kept in {work.path}; run the "
-                  "same command again to resume", file=sys.stderr)  # fmt: skip
+            print(
+                f"chatterbox-mlx book: the finished chunks are kept in {work.path}; run the "
+                "same command again to resume",
+                file=sys.stderr,
+            )
         raise
     finally:
         work.close()
@@ -283,8 +353,11 @@ def _render(args, model, book, plans, kind, pauses, on_chunk) -> int:
     if not args.keep_work:
         work.remove()
     note = " (WAV holds no chapter markers)" if kind == "wav" else ""
-    print(f"wrote {args.output}: {len(plans)} chapters, {_clock(audio.samples / model.sr)} "
-          f"of audio{note}", file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {args.output}: {len(plans)} chapters, {_clock(audio.samples / model.sr)} "
+        f"of audio{note}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -31,17 +31,66 @@ from .chapters import Book, BookError, Chapter
 
 XHTML_TYPES = ("application/xhtml+xml", "text/html")
 COVER_TYPES = ("image/jpeg", "image/png")
-FRONT_TYPES = {"cover", "toc", "copyright-page", "copyright", "titlepage", "title-page",
-               "halftitlepage", "loi", "lot", "imprint", "colophon"}  # fmt: skip
+FRONT_TYPES = {
+    "cover",
+    "toc",
+    "copyright-page",
+    "copyright",
+    "titlepage",
+    "title-page",
+    "halftitlepage",
+    "loi",
+    "lot",
+    "imprint",
+    "colophon",
+}
 FRONT_TITLES = re.compile(
     r"(cover|(table of )?contents|copyright( page)?|title page|imprint|colophon)", re.I
 )
-BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "tr",
-          "dt", "dd", "section", "article", "header", "footer", "figcaption", "caption",
-          "br", "hr", "td", "th", "aside", "table", "ul", "ol", "dl", "figure", "body"}  # fmt: skip
+BLOCKS = {
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "blockquote",
+    "pre",
+    "tr",
+    "dt",
+    "dd",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "figcaption",
+    "caption",
+    "br",
+    "hr",
+    "td",
+    "th",
+    "aside",
+    "table",
+    "ul",
+    "ol",
+    "dl",
+    "figure",
+    "body",
+}
 SKIPPED = {"script", "style", "head", "rt", "rp", "svg", "math", "img", "nav"}
-SKIPPED_TYPES = {"noteref", "footnote", "endnote", "rearnote", "pagebreak", "footnotes",
-                 "endnotes", "rearnotes"}  # fmt: skip
+SKIPPED_TYPES = {
+    "noteref",
+    "footnote",
+    "endnote",
+    "rearnote",
+    "pagebreak",
+    "footnotes",
+    "endnotes",
+    "rearnotes",
+}
 EPUB_TYPE = "{http://www.idpf.org/2007/ops}type"
 _ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
@@ -141,8 +190,11 @@ def _manifest(opf: ET.Element, opf_name: str) -> dict[str, _Item]:
     for item in _children(opf, "item"):
         if item.get("id") and item.get("href"):
             href, _ = _resolve(opf_name, item.get("href"))
-            items[item.get("id")] = _Item(href, (item.get("media-type") or "").lower(),
-                                          set((item.get("properties") or "").split()))  # fmt: skip
+            items[item.get("id")] = _Item(
+                href,
+                (item.get("media-type") or "").lower(),
+                set((item.get("properties") or "").split()),
+            )
     return items
 
 

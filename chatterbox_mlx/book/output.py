@@ -102,8 +102,15 @@ def output_kind(path: str | os.PathLike, folder_format: str | None = None) -> st
     return suffix
 
 
-def book_audio(plans: list[ChapterPlan], records: dict, chapter_pause: float, sr: int,
-               title: str, author: str | None, cover: bytes | None) -> BookAudio:  # fmt: skip
+def book_audio(
+    plans: list[ChapterPlan],
+    records: dict,
+    chapter_pause: float,
+    sr: int,
+    title: str,
+    author: str | None,
+    cover: bytes | None,
+) -> BookAudio:
     """The timeline: each chapter's chunks and silences; the chapter pause ends every
     chapter but the last."""
     chapters = []
@@ -138,8 +145,14 @@ def _blocks(segments: list[Segment], read_chunk) -> Iterator[np.ndarray]:
         yield wav
 
 
-def write_book(path: str | os.PathLike, kind: str, audio: BookAudio, read_chunk,
-               folder_format: str | None = None, bitrate: int | None = None) -> None:  # fmt: skip
+def write_book(
+    path: str | os.PathLike,
+    kind: str,
+    audio: BookAudio,
+    read_chunk,
+    folder_format: str | None = None,
+    bitrate: int | None = None,
+) -> None:
     if kind == "folder":
         _write_folder(Path(path), audio, read_chunk, folder_format or "mp3")
     elif kind == "wav":
@@ -189,8 +202,15 @@ def _chapter_marks(audio: BookAudio) -> list[dict]:
     marks, start = [], 0
     for n, chapter in enumerate(audio.chapters, 1):
         end = start + chapter.samples
-        marks.append({"id": n, "start": start, "end": end, "time_base": Fraction(1, audio.sr),
-                      "metadata": {"title": chapter.title}})  # fmt: skip
+        marks.append(
+            {
+                "id": n,
+                "start": start,
+                "end": end,
+                "time_base": Fraction(1, audio.sr),
+                "metadata": {"title": chapter.title},
+            }
+        )
         start = end
     return marks
 
@@ -252,8 +272,7 @@ def _write_av(path: Path, kind: str, audio: BookAudio, read_chunk, bitrate) -> N
             container.metadata.update(tags)
         cover_stream = None
         if picture and container_format != "ogg":
-            cover_stream = container.add_mux_stream(picture[0], width=picture[1],
-                                                    height=picture[2])  # fmt: skip
+            cover_stream = container.add_mux_stream(picture[0], width=picture[1], height=picture[2])
             cover_stream.disposition = av.stream.Disposition.attached_pic
         _encode(av, container, stream, cover_stream, audio, read_chunk)
         container.close()

@@ -59,8 +59,9 @@ def plan_chapter(chapter: Chapter, pauses: Pauses) -> ChapterPlan:
         nonlocal lead_in
         if chunks:
             last = chunks[-1]
-            chunks[-1] = PlannedChunk(last.chapter, last.index, last.text,
-                                      last.pause_after + seconds)  # fmt: skip
+            chunks[-1] = PlannedChunk(
+                last.chapter, last.index, last.text, last.pause_after + seconds
+            )
         else:
             lead_in += seconds
 
@@ -81,8 +82,9 @@ def plan_chapter(chapter: Chapter, pauses: Pauses) -> ChapterPlan:
         add_pause(pauses.paragraph)
     if chunks:  # the chapter ends with its chunk's fade; the chapter pause comes later
         last = chunks[-1]
-        chunks[-1] = PlannedChunk(last.chapter, last.index, last.text,
-                                  max(0.0, last.pause_after - pauses.paragraph))  # fmt: skip
+        chunks[-1] = PlannedChunk(
+            last.chapter, last.index, last.text, max(0.0, last.pause_after - pauses.paragraph)
+        )
     return ChapterPlan(chapter, lead_in, tuple(chunks))
 
 

@@ -18,9 +18,16 @@ def _clock(seconds: float) -> str:
 
 
 class BookProgress:
-    def __init__(self, chapters: int, characters: int, chapters_done: int,
-                 characters_done: int, audio_done: float, stream=None,
-                 enabled: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        chapters: int,
+        characters: int,
+        chapters_done: int,
+        characters_done: int,
+        audio_done: float,
+        stream=None,
+        enabled: bool = True,
+    ):
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.chapters, self.characters = chapters, characters
@@ -46,9 +53,11 @@ class BookProgress:
 
     def summary(self) -> str:
         rtf, left = self.rtf(), self.seconds_left()
-        parts = [f"chapters {self.chapters_done}/{self.chapters}",
-                 f"characters {self.characters_done:,}/{self.characters:,}",
-                 f"audio {_clock(self.audio)}"]  # fmt: skip
+        parts = [
+            f"chapters {self.chapters_done}/{self.chapters}",
+            f"characters {self.characters_done:,}/{self.characters:,}",
+            f"audio {_clock(self.audio)}",
+        ]
         if rtf is not None:
             parts.append(f"RTF {rtf:.2f}")
         if left is not None:
@@ -71,9 +80,12 @@ class BookProgress:
                 transient=True,
             )
             self._rich.start()
-            self._task = self._rich.add_task(self._description(), total=self.characters,
-                                             completed=self.characters_done,
-                                             figures=self._figures())  # fmt: skip
+            self._task = self._rich.add_task(
+                self._description(),
+                total=self.characters,
+                completed=self.characters_done,
+                figures=self._figures(),
+            )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,9 +115,12 @@ class BookProgress:
         if chapter_done:
             self.chapters_done += 1
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.characters_done,
-                              description=self._description(),
-                              figures=self._figures())  # fmt: skip
+            self._rich.update(
+                self._task,
+                completed=self.characters_done,
+                description=self._description(),
+                figures=self._figures(),
+            )
         elif self.enabled:
             now = time.monotonic()
             if chapter_done or now - self._last_line >= PLAIN_INTERVAL_S:

@@ -54,9 +54,15 @@ class ChunkSynthesizer:
 
     def __call__(self, text: str, seed: int) -> tuple[np.ndarray, int | None]:
         s = self.settings
-        pieces = self.model.generate_pieces(text, seed=seed, voice=self.voice,
-                                            watermark=s.watermark, speed=s.speed,
-                                            language_id=s.language, **s.generation)  # fmt: skip
+        pieces = self.model.generate_pieces(
+            text,
+            seed=seed,
+            voice=self.voice,
+            watermark=s.watermark,
+            speed=s.speed,
+            language_id=s.language,
+            **s.generation,
+        )
         wav = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in pieces])
         return wav, self._tokens()
 
@@ -80,9 +86,15 @@ class _Attempt:
 
 
 class BookRenderer:
-    def __init__(self, synthesize: Callable, work: WorkFolder, settings: RenderSettings,
-                 seed: int, progress=None,
-                 on_chunk: Callable[[PlannedChunk, dict], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        synthesize: Callable,
+        work: WorkFolder,
+        settings: RenderSettings,
+        seed: int,
+        progress=None,
+        on_chunk: Callable[[PlannedChunk, dict], None] | None = None,
+    ):
         self.synthesize = synthesize
         self.work = work
         self.settings = settings
@@ -134,8 +146,9 @@ class BookRenderer:
         self._recheck_durations(plans, records)
         return records
 
-    def _render(self, chunk: PlannedChunk, reference: RateReference, tries: list,
-                kept: dict | None = None) -> dict:  # fmt: skip
+    def _render(
+        self, chunk: PlannedChunk, reference: RateReference, tries: list, kept: dict | None = None
+    ) -> dict:
         """Attempts after those in ``tries`` until one has no problem or the retries are
         spent; the attempt with the fewest problems is saved (``kept``, a record already
         saved, stays when no new attempt does better)."""
@@ -145,8 +158,9 @@ class BookRenderer:
         for attempt in range(len(tries), self.settings.retries + 1):
             candidate = self._attempt(chunk, attempt, reference)
             spent += candidate.compute_seconds
-            tries.append({"attempt": attempt, "seed": candidate.seed,
-                          "problems": candidate.problems})  # fmt: skip
+            tries.append(
+                {"attempt": attempt, "seed": candidate.seed, "problems": candidate.problems}
+            )
             if fewest is None or len(candidate.problems) < fewest:
                 best, fewest = candidate, len(candidate.problems)
             if not candidate.problems:
@@ -154,15 +168,23 @@ class BookRenderer:
         if best is None:
             if kept is None:
                 raise WorkFolderError(f"chapter {chunk.chapter}: no attempts left to render")
-            record = {**kept, "tries": tries,
-                      "compute_seconds": kept["compute_seconds"] + spent}  # fmt: skip
+            record = {**kept, "tries": tries, "compute_seconds": kept["compute_seconds"] + spent}
             self.work.save_record(chunk.chapter, chunk.index, record)
             return record
-        record = {"chapter": chunk.chapter, "index": chunk.index, "text": chunk.text,
-                  "text_sha256": chunk.text_sha256, "seed": best.seed, "attempt": best.attempt,
-                  "tokens": best.tokens, "samples": len(best.wav),
-                  "seconds": len(best.wav) / self.sr, "problems": best.problems,
-                  "tries": tries, "compute_seconds": spent}  # fmt: skip
+        record = {
+            "chapter": chunk.chapter,
+            "index": chunk.index,
+            "text": chunk.text,
+            "text_sha256": chunk.text_sha256,
+            "seed": best.seed,
+            "attempt": best.attempt,
+            "tokens": best.tokens,
+            "samples": len(best.wav),
+            "seconds": len(best.wav) / self.sr,
+            "problems": best.problems,
+            "tries": tries,
+            "compute_seconds": spent,
+        }
         self.work.save(chunk.chapter, chunk.index, best.wav, record)
         return record
 
@@ -194,8 +216,10 @@ class BookRenderer:
                 if problem is None:
                     continue
                 kept = {**record, "problems": [problem]}
-                tries = [{**t, "problems": [problem]} if t["attempt"] == record["attempt"]
-                         else t for t in record["tries"]]  # fmt: skip
+                tries = [
+                    {**t, "problems": [problem]} if t["attempt"] == record["attempt"] else t
+                    for t in record["tries"]
+                ]
                 records[chunk.chapter, chunk.index] = self._render(chunk, reference, tries, kept)
 
 

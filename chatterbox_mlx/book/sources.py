@@ -262,5 +262,10 @@ def read_markdown(text: str, name: str, digest: str) -> Book:
             lead.append(words)
     if lead:
         chapters.insert(0, Chapter(0, title or name, lead))
-    return Book(title=title or name, author=fields.get("author"), chapters=chapters,
-                sha256=digest, language=fields.get("language") or fields.get("lang"))  # fmt: skip
+    return Book(
+        title=title or name,
+        author=fields.get("author"),
+        chapters=chapters,
+        sha256=digest,
+        language=fields.get("language") or fields.get("lang"),
+    )

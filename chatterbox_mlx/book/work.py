@@ -51,8 +51,14 @@ class WorkFolder:
 
     # ---- opening ------------------------------------------------------------------------
 
-    def open(self, book_sha256: str, settings: dict, seed: int | None, new_seed: int,
-             restart: bool = False) -> int:  # fmt: skip
+    def open(
+        self,
+        book_sha256: str,
+        settings: dict,
+        seed: int | None,
+        new_seed: int,
+        restart: bool = False,
+    ) -> int:
         """Lock the folder and check (or write) its manifest; returns the book's seed:
         ``seed``, or the one this folder was started with, or ``new_seed`` for a new one."""
         try:
@@ -75,8 +81,12 @@ class WorkFolder:
         if manifest_path.exists():
             return self._check(manifest_path, book_sha256, settings, seed)
         chosen = new_seed if seed is None else seed
-        manifest = {"format": FORMAT_VERSION, "book_sha256": book_sha256, "settings": settings,
-                    "seed": chosen}  # fmt: skip
+        manifest = {
+            "format": FORMAT_VERSION,
+            "book_sha256": book_sha256,
+            "settings": settings,
+            "seed": chosen,
+        }
         with atomic_write(manifest_path) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
         return chosen

@@ -175,9 +175,13 @@ def write_networks(
             check_prefixes(net.source, loaded[net.source], sources[net.source].name)
         configs[net.name] = net.default_config(variant)
         params = convert_network(
-            net, loaded[net.source], configs[net.name], dtype, quantization,
+            net,
+            loaded[net.source],
+            configs[net.name],
+            dtype,
+            quantization,
             sources[net.source].name,
-        )  # fmt: skip
+        )
         mx.save_safetensors(str(out / net.file), params, {"format": "mlx"})
         del params
     return configs
@@ -338,14 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     # option (``convert.py --bogus`` must name --bogus); main checks it after parsing
     src = parser.add_mutually_exclusive_group()
     src.add_argument(
-        "source", nargs="?", metavar="SOURCE",
+        "source",
+        nargs="?",
+        metavar="SOURCE",
         help="hub repo id or local directory of the original model",
-    )  # fmt: skip
+    )
     src.add_argument("--hf-path", help="the same as SOURCE (mlx-lm's name for it)")
     parser.add_argument(
-        "-o", "--mlx-path", default=None,
+        "-o",
+        "--mlx-path",
+        default=None,
         help="output directory (must not exist; default: SOURCE's name + '-mlx')",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--variant",
         default=None,

@@ -36,9 +36,13 @@ class AnswerOnCancel:
             await self.app(scope, receive, sending)
         except asyncio.CancelledError:
             throttled(
-                logger, logging.WARNING, "cut off",
-                "the shutdown grace ran out: cutting off %s %s", scope["method"], scope["path"],
-            )  # fmt: skip
+                logger,
+                logging.WARNING,
+                "cut off",
+                "the shutdown grace ran out: cutting off %s %s",
+                scope["method"],
+                scope["path"],
+            )
             if not started:
                 await _answer(send)
 

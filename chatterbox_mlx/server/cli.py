@@ -106,12 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, default, meaning in LIMITS:
         p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default:g})")
     schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
-    p.add_argument("--chunk-tokens", type=schedule_argument, default=STREAM_CHUNK_SCHEDULE,
-                   metavar="N[,N...]", help="speech tokens per streamed chunk, the last size "
-                   f"repeating (25: 1 s of audio; default {schedule})")  # fmt: skip
-    p.add_argument("--flow-prompt-tokens", type=_count, default=STREAM_PROMPT_TOKENS,
-                   metavar="N", help="streaming: the voice prompt's last N tokens condition "
-                   f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)")  # fmt: skip
+    p.add_argument(
+        "--chunk-tokens",
+        type=schedule_argument,
+        default=STREAM_CHUNK_SCHEDULE,
+        metavar="N[,N...]",
+        help="speech tokens per streamed chunk, the last size "
+        f"repeating (25: 1 s of audio; default {schedule})",
+    )
+    p.add_argument(
+        "--flow-prompt-tokens",
+        type=_count,
+        default=STREAM_PROMPT_TOKENS,
+        metavar="N",
+        help="streaming: the voice prompt's last N tokens condition "
+        f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)",
+    )
     p.add_argument(
         "--allowed-host",
         action="append",

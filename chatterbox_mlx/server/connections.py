@@ -69,10 +69,13 @@ def protocol(request_timeout: float, max_connections: int) -> type[H11Protocol]:
             self._deadline = None
             if _open(self.server_state.connections) >= max_connections and not self._make_room():
                 throttled(
-                    logger, logging.WARNING, "connections-full",
+                    logger,
+                    logging.WARNING,
+                    "connections-full",
                     "%d connections are open and all are busy (--max-connections): "
-                    "refusing a new one", len(self.server_state.connections),
-                )  # fmt: skip
+                    "refusing a new one",
+                    len(self.server_state.connections),
+                )
                 transport.write(FULL % (len(FULL_BODY), FULL_BODY))
                 transport.close()
                 return
@@ -85,10 +88,12 @@ def protocol(request_timeout: float, max_connections: int) -> type[H11Protocol]:
                 return False
             oldest = min(idle, key=lambda c: getattr(c, "_opened", 0.0))
             throttled(
-                logger, logging.INFO, "connections-evict",
+                logger,
+                logging.INFO,
+                "connections-evict",
                 "%d connections are open (--max-connections): closing the oldest idle one",
                 len(self.server_state.connections),
-            )  # fmt: skip
+            )
             oldest._close(b"")
             return True
 
@@ -106,10 +111,13 @@ def protocol(request_timeout: float, max_connections: int) -> type[H11Protocol]:
             started = self.conn.their_state is not h11.IDLE or bool(self.conn.trailing_data[0])
             if started:
                 throttled(
-                    logger, logging.INFO, "request-timeout",
+                    logger,
+                    logging.INFO,
+                    "request-timeout",
                     "a client took over %g s to send its request (--request-timeout): "
-                    "closing the connection", request_timeout,
-                )  # fmt: skip
+                    "closing the connection",
+                    request_timeout,
+                )
             self._close(TIMED_OUT if started and _waiting(self) else b"")
 
         def _close(self, data: bytes) -> None:

@@ -87,9 +87,13 @@ class Job:
             while not self._room.acquire(timeout=0.1):
                 waited += 0.1
                 if waited >= STALL_SECONDS and not self.cancelled:
-                    throttled(logger, logging.INFO, "stalled",
-                              "a client read nothing for %g s: its stream is stopped",
-                              STALL_SECONDS)  # fmt: skip
+                    throttled(
+                        logger,
+                        logging.INFO,
+                        "stalled",
+                        "a client read nothing for %g s: its stream is stopped",
+                        STALL_SECONDS,
+                    )
                     self.cancel()
                 if self.cancelled:
                     return

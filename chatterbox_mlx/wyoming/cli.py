@@ -30,33 +30,69 @@ def build_parser() -> argparse.ArgumentParser:
         "-> Devices & services -> Add integration -> Wyoming Protocol), with the HTTP "
         "server's voice library.",
     )
-    p.add_argument("--uri", default=DEFAULT_URI, help=f"where to listen: tcp://HOST:PORT, "
-                   f"unix://PATH or stdio:// (default {DEFAULT_URI}: this machine only; "
-                   "tcp://0.0.0.0:10200 for Home Assistant on another machine)")  # fmt: skip
-    p.add_argument("--model", action="append", metavar="MODEL", help="english | turbo | nano "
-                   "| multilingual | multilingual-v3 | a local directory | a hub repo id; repeat "
-                   "to serve several (the first is the default; default: turbo)")  # fmt: skip
+    p.add_argument(
+        "--uri",
+        default=DEFAULT_URI,
+        help=f"where to listen: tcp://HOST:PORT, "
+        f"unix://PATH or stdio:// (default {DEFAULT_URI}: this machine only; "
+        "tcp://0.0.0.0:10200 for Home Assistant on another machine)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help="english | turbo | nano "
+        "| multilingual | multilingual-v3 | a local directory | a hub repo id; repeat "
+        "to serve several (the first is the default; default: turbo)",
+    )
     p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
-    p.add_argument("--voices", metavar="DIR", help="the voice library folder, shared with "
-                   "`chatterbox-mlx serve` (default: ~/.cache/chatterbox-mlx/voices)")  # fmt: skip
-    p.add_argument("--language", default="en", help="the language of a request that names "
-                   "none, for a multilingual model (default en)")  # fmt: skip
-    p.add_argument("--seed", type=count_argument, help="one seed for every request: the same "
-                   "text always sounds the same (default: a new draw each time)")  # fmt: skip
+    p.add_argument(
+        "--voices",
+        metavar="DIR",
+        help="the voice library folder, shared with "
+        "`chatterbox-mlx serve` (default: ~/.cache/chatterbox-mlx/voices)",
+    )
+    p.add_argument(
+        "--language",
+        default="en",
+        help="the language of a request that names none, for a multilingual model (default en)",
+    )
+    p.add_argument(
+        "--seed",
+        type=count_argument,
+        help="one seed for every request: the same "
+        "text always sounds the same (default: a new draw each time)",
+    )
     for flag, kind, default, meaning in LIMITS:
         if flag in SHARED_LIMITS:
             p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default})")
     schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
-    p.add_argument("--chunk-tokens", type=schedule_argument, default=STREAM_CHUNK_SCHEDULE,
-                   metavar="N[,N...]", help="speech tokens per streamed chunk, the last size "
-                   f"repeating (25: 1 s of audio; default {schedule})")  # fmt: skip
-    p.add_argument("--flow-prompt-tokens", type=count_argument, default=STREAM_PROMPT_TOKENS,
-                   metavar="N", help="the voice prompt's last N tokens condition each chunk "
-                   f"(default {STREAM_PROMPT_TOKENS}; 250: all of it)")  # fmt: skip
+    p.add_argument(
+        "--chunk-tokens",
+        type=schedule_argument,
+        default=STREAM_CHUNK_SCHEDULE,
+        metavar="N[,N...]",
+        help="speech tokens per streamed chunk, the last size "
+        f"repeating (25: 1 s of audio; default {schedule})",
+    )
+    p.add_argument(
+        "--flow-prompt-tokens",
+        type=count_argument,
+        default=STREAM_PROMPT_TOKENS,
+        metavar="N",
+        help="the voice prompt's last N tokens condition each chunk "
+        f"(default {STREAM_PROMPT_TOKENS}; 250: all of it)",
+    )
     p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
-    p.add_argument("--zeroconf", nargs="?", const="", metavar="NAME", help="advertise the "
-                   "server over mDNS (_wyoming._tcp) so Home Assistant discovers it (NAME "
-                   "default: chatterbox-mlx-<hostname>)")  # fmt: skip
+    p.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="advertise the "
+        "server over mDNS (_wyoming._tcp) so Home Assistant discovers it (NAME "
+        "default: chatterbox-mlx-<hostname>)",
+    )
     p.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
@@ -126,8 +162,12 @@ def run(args) -> int:
         flush=True,
     )
     if not server_mod.is_local(server):
-        print(f"{PROG}: note: the Wyoming protocol has no password; anyone who can reach "
-              "this port can use it", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{PROG}: note: the Wyoming protocol has no password; anyone who can reach "
+            "this port can use it",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         asyncio.run(server_mod.serve(server, service, advertiser))
     finally:

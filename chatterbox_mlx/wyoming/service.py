@@ -47,8 +47,13 @@ class Served:
 class Service:
     """The models, library and settings every connection's handler uses."""
 
-    def __init__(self, served: dict[str, Served], library: VoiceLibrary, settings: Settings,
-                 owns_workers: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        served: dict[str, Served],
+        library: VoiceLibrary,
+        settings: Settings,
+        owns_workers: bool = False,
+    ):
         if not served:
             raise ValueError("the Wyoming server needs at least one model")
         self.served = served
@@ -57,8 +62,9 @@ class Service:
         self._owns_workers = owns_workers
 
     @classmethod
-    def create(cls, models: dict, library: VoiceLibrary, settings: Settings,
-               max_queue: int = 8) -> Service:  # fmt: skip
+    def create(
+        cls, models: dict, library: VoiceLibrary, settings: Settings, max_queue: int = 8
+    ) -> Service:
         """Serve ``{name: pipeline}`` (the first is the default), with workers of its own."""
         served = {
             name: Served(name, model, ModelWorker(name, max_queue), evaluated(model.conds))
