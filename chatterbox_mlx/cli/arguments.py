@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
     gen.add_argument("--batch-size", type=batch_size_argument, metavar="N", help="text chunks (or "
-                     "--lines) that T3 decodes together (default 4; 1: one at a time)")  # fmt: skip
+                     "--lines) that T3 decodes together (default 1: one at a time)")  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
                      "standard output (default: output.wav unless --play is given)")  # fmt: skip

@@ -19,7 +19,7 @@ import mlx.core as mx
 from ..models.t3.batch import FILTERED, MAX_NEW_TOKENS, STOP_TOKEN, BatchRow, RowToken
 from .requests import Chunk, Request
 
-DEFAULT_BATCH_SIZE = 4  # chunks decoding together (benchmarks/batching.py, docs/batching.md)
+DEFAULT_BATCH_SIZE = 1  # chunk by chunk until a quiet sitting shows the win (docs/batching.md)
 MAX_BATCH_SIZE = 64
 
 
