@@ -14,6 +14,8 @@ import soundfile as sf
 
 from tests.helpers.sources import converted_dir
 
+pytestmark = pytest.mark.pipeline
+
 PER_TOKEN = 960
 SR = 24000
 
@@ -97,6 +99,7 @@ def test_malformed_pause_tags_are_refused_before_any_work(turbo, monkeypatch, ta
     assert seen == []
 
 
+@pytest.mark.slow
 def test_stream_pauses_are_silence(turbo):
     pieces = list(turbo.generate_stream("Hi.[pause:200ms]", max_new_tokens=2, seed=0,
                                         watermark=False))  # fmt: skip
@@ -113,6 +116,7 @@ def clip(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["english", "turbo"])
 def test_voice_file_speaks_exactly_like_its_clip(english, turbo, clip, tmp_path, variant):
     model = english if variant == "english" else turbo

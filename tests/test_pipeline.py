@@ -28,6 +28,8 @@ import soundfile as sf
 from tests.helpers.sources import converted_dir
 from tests.helpers.sources import short_prompt as shorten
 
+pytestmark = pytest.mark.pipeline
+
 PER_TOKEN = 960
 
 
@@ -52,6 +54,7 @@ def speech_token_count(model):
     return model.last_stats["speech tokens"]
 
 
+@pytest.mark.slow
 def test_english_generate_length_and_components(english):
     wav = english.generate("Hello there.", max_new_tokens=5, seed=1, watermark=False)
     assert wav.dtype == mx.float32 and wav.ndim == 2 and wav.shape[0] == 1
@@ -63,6 +66,7 @@ def test_english_generate_length_and_components(english):
         assert hasattr(english.s3gen, name)
 
 
+@pytest.mark.slow
 def test_seed_reproduces_and_changes(turbo):
     a = turbo.generate("Hi.", max_new_tokens=4, seed=3, watermark=False)
     b = turbo.generate("Hi.", max_new_tokens=4, seed=3, watermark=False)
@@ -71,6 +75,7 @@ def test_seed_reproduces_and_changes(turbo):
     assert a.shape != c.shape or not np.array_equal(np.asarray(a), np.asarray(c))
 
 
+@pytest.mark.slow
 def test_nano_loads_through_the_turbo_class():
     nano_dir = converted_dir("nano")
     nano = ChatterboxTurboTTS.from_local(nano_dir, nano=True)
@@ -101,6 +106,7 @@ def test_long_text_is_chunked_not_refused(english, monkeypatch):
     assert wav.shape[1] == len(seen) * PER_TOKEN + (len(seen) - 1) * pause
 
 
+@pytest.mark.slow
 def test_multilingual_generate_and_language_check():
     model = short_prompt(ChatterboxMultilingualTTS.from_local(converted_dir("multilingual")))
     wav = model.generate("Bonjour à tous.", language_id="fr", max_new_tokens=4, seed=0,
@@ -112,12 +118,14 @@ def test_multilingual_generate_and_language_check():
     assert set(model.get_supported_languages()) == set(text_mod.SUPPORTED_LANGUAGES)
 
 
+@pytest.mark.slow
 def test_turbo_appends_three_silence_tokens(turbo):
     wav = turbo.generate("Hello there.", max_new_tokens=4, seed=0, watermark=False)
     assert wav.shape[1] == PER_TOKEN * speech_token_count(turbo)
     assert speech_token_count(turbo) == 4 + 3  # random weights never stop early
 
 
+@pytest.mark.slow
 def test_turbo_stream_matches_length_and_arrives_early(turbo, monkeypatch):
     steps_seen = []
     original = turbo.t3.generate_steps
@@ -142,6 +150,7 @@ def test_turbo_stream_matches_length_and_arrives_early(turbo, monkeypatch):
     assert len(streamed) == whole.shape[1]  # same tokens -> same length, last chunk kept
 
 
+@pytest.mark.slow
 def test_stream_takes_a_voice_the_caller_left_lazy(turbo):
     """An edited ``model.conds`` whose arrays are still lazy on the caller's thread: the
     stream, computed on a thread of its own, must not need that thread's MLX stream."""
@@ -155,6 +164,7 @@ def test_stream_takes_a_voice_the_caller_left_lazy(turbo):
     assert sum(chunk.shape[1] for chunk in chunks) == PER_TOKEN * (4 + 3)  # + Turbo's silence
 
 
+@pytest.mark.slow
 def test_voice_conversion_length(tmp_path):
     vc = ChatterboxVC.from_local(converted_dir("english"))
     rng = np.random.default_rng(0)
@@ -191,6 +201,7 @@ def stream_and_one_shot(model, tokens, seed=0):
     return streamed, np.asarray(whole[0])
 
 
+@pytest.mark.slow
 def test_stream_equals_one_shot_in_one_chunk(turbo):
     """One rendering, same draws: the stream is the one-shot rendering (float32 rounding)."""
     tokens = np.random.default_rng(7).integers(0, 6561, 20).tolist()
@@ -211,6 +222,7 @@ def test_stream_draws_too_short_are_named(turbo):
         vocoder.finish([1, 2, 3, 4, 5])
 
 
+@pytest.mark.slow
 def test_streamed_mel_stays_close_to_one_shot(turbo):
     """Chunks of 10 tokens, same CFM noise: S3Gen's encoder and estimator attend over the
     whole sequence, so a chunk rendered before later tokens exist differs from the
@@ -258,6 +270,7 @@ def pushes_of(model, monkeypatch, **kwargs) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow
 def test_stream_follows_its_chunk_schedule(turbo, monkeypatch):
     """The schedule in order, the last size repeating, the remainder last (Turbo's
     silence tokens then go to ``finish``)."""
@@ -265,6 +278,7 @@ def test_stream_follows_its_chunk_schedule(turbo, monkeypatch):
     assert sizes == [2, 3, 4, 4, 1]
 
 
+@pytest.mark.slow
 def test_stream_default_schedule(turbo, monkeypatch):
     first = STREAM_CHUNK_SCHEDULE[0]
     assert pushes_of(turbo, monkeypatch, max_new_tokens=first + 2) == [first, 2]
@@ -319,6 +333,7 @@ print("streamed")
 ENDINGS = [("left open", 1), ("read to the end", 1), ("read to the end", 2), ("read to the end", 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("ending", "run"), ENDINGS)
 def test_a_program_that_streamed_exits_cleanly(ending, run):
     """MLX's cleanup for the stream's thread needs the interpreter: run while a finishing

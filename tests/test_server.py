@@ -33,6 +33,8 @@ import soundfile
 
 from tests.helpers.server import CliServer, ThreadServer, short_voice_dir, write_clip
 
+pytestmark = pytest.mark.server
+
 KEY = "test-key"
 PER_TOKEN = 960
 SR = 24000
@@ -165,6 +167,7 @@ def read_until_body(sock: socket.socket) -> bytes:
 # ---- speech ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "flac", "wav", "pcm"])
 def test_every_format_decodes_to_its_rate_and_duration(server, fmt):
     response = client(server.url).audio.speech.with_raw_response.create(
@@ -204,6 +207,7 @@ def test_aac_is_refused_listing_the_supported_formats(server):
     assert "mp3, opus, flac, wav, pcm" in error["message"]
 
 
+@pytest.mark.slow
 def test_stream_is_one_container_sent_in_chunks(server):
     """3 tokens, 2 a chunk: two chunks and the tail, each sent as it is made, in ONE
     WAV stream (one header, unknown length) that decodes whole; PCM likewise."""
@@ -226,6 +230,7 @@ def test_stream_is_one_container_sent_in_chunks(server):
     assert pcm == data[44:]  # the same audio, raw
 
 
+@pytest.mark.slow
 def test_sse_stream_has_delta_and_done_events(server):
     speech = client(server.url).audio.speech.with_streaming_response
     with speech.create(
@@ -252,6 +257,7 @@ def test_sse_stream_has_delta_and_done_events(server):
     }
 
 
+@pytest.mark.slow
 def test_speed_and_ignored_parameters(server):
     """speed 2 halves the duration; Turbo/Nano's unused fields are checked, left out and
     named in X-Ignored-Parameters; instructions are accepted and ignored."""
@@ -281,6 +287,7 @@ def test_speed_and_ignored_parameters(server):
     assert abs(len(wav) - samples(2) / 2) <= 3, len(wav)
 
 
+@pytest.mark.slow
 def test_client_disconnect_stops_generation_at_the_next_chunk(long_server):
     """60 tokens at 2 a chunk would be 30 chunks: the client reads the first bytes while
     the generation runs (the stream starts before it ends), leaves, and the generation
@@ -304,6 +311,7 @@ def test_client_disconnect_stops_generation_at_the_next_chunk(long_server):
     assert made <= seen + 3 < 30, (seen, made)
 
 
+@pytest.mark.slow
 def test_queue_bounded_429_and_waiting_clients_that_leave_are_dropped(long_server):
     """max_queue 1: A generates, B waits, C gets 429 (Retry-After, OpenAI's JSON); B's
     client leaves: B is dropped without running and its place is free again."""
@@ -335,6 +343,7 @@ def test_queue_bounded_429_and_waiting_clients_that_leave_are_dropped(long_serve
     assert after["cancelled"] + after["done"] == before["cancelled"] + before["done"] + 2
 
 
+@pytest.mark.slow
 def test_eight_concurrent_clients_all_answered_or_429(nano, tmp_path):
     """8 clients x 3 requests at once, 2 may wait: every request gets its audio or a 429
     (with Retry-After), none is lost, and the counters agree."""
@@ -473,6 +482,7 @@ def upload(url: str, name, data: bytes, field: str = "file", key: str = KEY, **e
     )
 
 
+@pytest.mark.slow
 def test_voice_upload_use_and_delete(server, voices_dir, tmp_path):
     """Upload with the openai package (``audio_sample``), list, speak by name and by
     ``{"id": ...}``, refuse the same name again, delete; then the voice is unknown."""
@@ -614,6 +624,7 @@ def test_settings_from_the_command_line_and_environment(monkeypatch):
         assert exited.value.code == 2
 
 
+@pytest.mark.slow
 def test_command_line_server_with_env_key_and_watermark(server, tmp_path):
     """``python -m chatterbox_mlx.server``: the key from $CHATTERBOX_MLX_API_KEY, the
     watermark on (the default): the same request as the in-process server without the

@@ -29,6 +29,8 @@ import pytest
 
 from tests.helpers.server import ThreadServer, short_voice_dir, write_clip
 
+pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.slow]
+
 FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -150,12 +150,14 @@ def assert_same_with_inf(actual, expected, rtol, name):
 # ----------------------------------------------------------------------------- reduced size
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_conditioning(small_models, golden, variant):
     cond = small_models[variant].prepare_conditioning(cond_from(golden, variant))
     assert_close(cond, golden[f"{variant}_cond_emb"], RTOL, "cond_emb")
 
 
+@pytest.mark.golden
 def test_conditioning_without_prompt_and_cfg_embeds(small_models, golden):
     model = small_models["llama"]
     cond = T3Cond(mx.array(golden["llama_speaker"]), None, 0.3)
@@ -167,6 +169,7 @@ def test_conditioning_without_prompt_and_cfg_embeds(small_models, golden):
     assert_close(embeds, golden["llama_cfg_embeds"], RTOL, "cfg embeds")
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_teacher_forced_logits(small_models, golden, variant):
     text_logits, speech_logits = small_models[variant](
@@ -193,6 +196,7 @@ def incremental_speech_logits(model: T3, cond, text, speech) -> mx.array:
     return model.speech_head(hidden)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_kv_cache_matches_full_forward(small_models, golden, variant):
     model = small_models[variant]
@@ -220,6 +224,7 @@ PROCESSORS = {
 }
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("name", list(PROCESSORS))
 def test_logits_processor(golden, name):
     logits = mx.array(golden["proc_logits"])
@@ -228,6 +233,7 @@ def test_logits_processor(golden, name):
     assert_same_with_inf(out, golden[f"proc_{name}"], 1e-6, name)
 
 
+@pytest.mark.golden
 def test_sampler_matches_torch_multinomial(golden):
     for prefix in ("llama", "gpt2"):
         for run in ("gen_default", "gen_custom", "gen_stop"):
@@ -246,12 +252,14 @@ def test_sampler_draws_follow_the_distribution():
     np.testing.assert_allclose(freq, [0.0, 0.2, 0.5, 0.3], atol=0.015)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 @pytest.mark.parametrize("run", ["gen_default", "gen_custom"])
 def test_generation_matches_reference(small_models, golden, variant, run):
     check_generation(small_models[variant], golden, variant, run, RUNS[variant][run])
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_generation_stops_at_stop_token(golden, variant):
     model = build_small(golden, variant)
@@ -273,6 +281,7 @@ def test_generation_stops_at_stop_token(golden, variant):
     assert [i for i, _ in seen] == list(range(len(seen)))
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_key_makes_sampling_reproducible(small_models, golden, variant):
     model = small_models[variant]
@@ -289,6 +298,7 @@ def test_key_makes_sampling_reproducible(small_models, golden, variant):
     assert a.shape == (1, 12) and a.tolist() == b.tolist() and a.tolist() != c.tolist()
 
 
+@pytest.mark.golden
 def test_english_without_cfg_uses_the_conditional_row(small_models, golden):
     """cfg_weight=0 runs a batch of one; the reference's CFG pair gives cond + 0*(...)."""
     model = small_models["llama"]
@@ -303,6 +313,7 @@ def test_english_without_cfg_uses_the_conditional_row(small_models, golden):
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.golden
 def test_bad_input_errors(small_models, golden):
     llama, gpt2 = small_models["llama"], small_models["gpt2"]
     cond, text = cond_from(golden, "llama"), mx.array(golden["llama_text"])
@@ -339,6 +350,7 @@ def test_bad_input_errors(small_models, golden):
         llama.inference(cond, text, max_new_tokens=1000)  # tiny config: 128 speech positions
 
 
+@pytest.mark.golden
 def test_sanitize_rejects_mismatched_checkpoint(golden):
     shapes = json.loads(str(golden["gpt2_layout"]))
     weights = {k: mx.zeros(tuple(s)) for k, s in shapes.items()}
@@ -382,6 +394,7 @@ def quantized_copy(golden, variant, bits):
     return quantize_t3(model, bits=bits, group_size=64)
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("variant", ["llama", "gpt2"])
 def test_quantized_logits_drift(golden, variant):
     """Drift of quantized logits from the reference's float32 logits (relative max error),
@@ -405,6 +418,7 @@ def test_quantized_logits_drift(golden, variant):
     assert drift[8] < drift[4] / 5
 
 
+@pytest.mark.golden
 def test_quantize_before_loading_quantized_weights(golden):
     source = quantized_copy(golden, "llama", 4)
     target = quantize_t3(T3(SMALL["llama"]), bits=4, group_size=64)
@@ -418,6 +432,7 @@ def test_quantize_before_loading_quantized_weights(golden):
         quantize_t3(T3(SMALL["llama"]), bits=7)
 
 
+@pytest.mark.golden
 def test_float16_runs_close_to_float32(golden):
     model = build_small(golden, "llama")
     model.set_dtype(mx.float16)
@@ -447,6 +462,8 @@ def full(request):
     del model
 
 
+@pytest.mark.slow
+@pytest.mark.golden
 def test_full_size_parity(full):
     name, model, g = full
     cond = T3Cond(mx.array(g["speaker"]), mx.array(g["prompt"]), 0.5 if name == "cfg" else None)
