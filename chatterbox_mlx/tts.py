@@ -45,8 +45,9 @@ class ChatterboxMultilingualTTS(TTSPipeline):
     VARIANT = "multilingual"
 
     @classmethod
-    def from_pretrained(cls, device=None, *, name=None, quantize=None, revision=None,
-                        t3_model: str = "v2"):  # fmt: skip
+    def from_pretrained(
+        cls, device=None, *, name=None, quantize=None, revision=None, t3_model: str = "v2"
+    ):
         return cls._load(name, _multilingual_variant(t3_model), device, quantize, revision)
 
     @classmethod
@@ -57,12 +58,14 @@ class ChatterboxMultilingualTTS(TTSPipeline):
     def get_supported_languages(cls) -> dict[str, str]:
         return dict(text_mod.SUPPORTED_LANGUAGES)
 
-    def generate(self, text: str, language_id: str | None = None, audio_prompt_path=None,
-                 **kwargs) -> mx.array:  # fmt: skip
+    def generate(
+        self, text: str, language_id: str | None = None, audio_prompt_path=None, **kwargs
+    ) -> mx.array:
         return super().generate(text, audio_prompt_path, language_id=language_id, **kwargs)
 
-    def generate_stream(self, text: str, language_id: str | None = None, audio_prompt_path=None,
-                        **kwargs):  # fmt: skip
+    def generate_stream(
+        self, text: str, language_id: str | None = None, audio_prompt_path=None, **kwargs
+    ):
         return super().generate_stream(text, audio_prompt_path, language_id=language_id, **kwargs)
 
 
@@ -79,8 +82,9 @@ class ChatterboxTurboTTS(TTSPipeline):
     VARIANT = "turbo"
 
     @classmethod
-    def from_pretrained(cls, device=None, *, name=None, quantize=None, revision=None,
-                        nano: bool = False):  # fmt: skip
+    def from_pretrained(
+        cls, device=None, *, name=None, quantize=None, revision=None, nano: bool = False
+    ):
         return cls._load(name, "nano" if nano else "turbo", device, quantize, revision)
 
     @classmethod

@@ -67,52 +67,104 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="text to speak ([pause:500ms] inserts silence)")
     src.add_argument("--file", type=Path, help="read the text (UTF-8) from this file")
-    p.add_argument("--voice", type=Path, help="a clip to clone or a saved .voice file "
-                   "(default: the built-in voice)")  # fmt: skip
+    p.add_argument(
+        "--voice",
+        type=Path,
+        help="a clip to clone or a saved .voice file (default: the built-in voice)",
+    )
     p.add_argument("--language", help="language id for the multilingual model (e.g. fr, zh)")
-    p.add_argument("--lines", action="store_true", help="one output per non-empty line "
-                   "of the text, --out numbered: out-1.wav, ... (line i: seed + i)")  # fmt: skip
-    p.add_argument("--vc", type=Path, metavar="SOURCE", help="voice conversion: speak SOURCE "
-                   "audio in --voice's voice")  # fmt: skip
+    p.add_argument(
+        "--lines",
+        action="store_true",
+        help="one output per non-empty line "
+        "of the text, --out numbered: out-1.wav, ... (line i: seed + i)",
+    )
+    p.add_argument(
+        "--vc",
+        type=Path,
+        metavar="SOURCE",
+        help="voice conversion: speak SOURCE audio in --voice's voice",
+    )
     gen = p.add_argument_group("generation (defaults: the variant's upstream defaults)")
-    gen.add_argument("--exaggeration", type=float, help="emotion intensity, 0.25 to 2 (0.5 "
-                     "neutral; English and Multilingual)")  # fmt: skip
-    gen.add_argument("--cfg-weight", type=float, help="classifier-free guidance, >= 0 (0: off; "
-                     "lower speaks slower; English and Multilingual)")  # fmt: skip
-    gen.add_argument("--temperature", type=float, help="sampling temperature, > 0 (lower: "
-                     "steadier, higher: more varied)")  # fmt: skip
-    gen.add_argument("--repetition-penalty", type=float, help="> 0, 1: off; higher avoids "
-                     "repeated speech tokens")  # fmt: skip
-    gen.add_argument("--min-p", type=float, help="drop tokens under this fraction of the "
-                     "likeliest's probability, [0, 1) (0: off; English, Multilingual)")  # fmt: skip
-    gen.add_argument("--top-p", type=float, help="nucleus sampling: keep the likeliest tokens "
-                     "up to this probability, (0, 1] (1: off)")  # fmt: skip
-    gen.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0: off; "
-                     "Turbo and Nano)")  # fmt: skip
-    gen.add_argument("--max-new-tokens", type=int, help="cap on speech tokens per text chunk, "
-                     "25 a second of audio")  # fmt: skip
+    gen.add_argument(
+        "--exaggeration",
+        type=float,
+        help="emotion intensity, 0.25 to 2 (0.5 neutral; English and Multilingual)",
+    )
+    gen.add_argument(
+        "--cfg-weight",
+        type=float,
+        help="classifier-free guidance, >= 0 (0: off; "
+        "lower speaks slower; English and Multilingual)",
+    )
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature, > 0 (lower: steadier, higher: more varied)",
+    )
+    gen.add_argument(
+        "--repetition-penalty", type=float, help="> 0, 1: off; higher avoids repeated speech tokens"
+    )
+    gen.add_argument(
+        "--min-p",
+        type=float,
+        help="drop tokens under this fraction of the "
+        "likeliest's probability, [0, 1) (0: off; English, Multilingual)",
+    )
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        help="nucleus sampling: keep the likeliest tokens up to this probability, (0, 1] (1: off)",
+    )
+    gen.add_argument(
+        "--top-k", type=int, help="sample from the k likeliest tokens (0: off; Turbo and Nano)"
+    )
+    gen.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="cap on speech tokens per text chunk, 25 a second of audio",
+    )
     gen.add_argument("--speed", type=float, help="0.5 to 2.0, pitch kept (default 1.0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible result")
-    gen.add_argument("--batch-size", type=batch_size_argument, metavar="N", help="text chunks (or "
-                     "--lines) that T3 decodes together (default 1: one at a time)")  # fmt: skip
+    gen.add_argument(
+        "--batch-size",
+        type=batch_size_argument,
+        metavar="N",
+        help="text chunks (or --lines) that T3 decodes together (default 1: one at a time)",
+    )
     out = p.add_argument_group("output")
-    out.add_argument("--out", help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
-                     "standard output (default: output.wav unless --play is given)")  # fmt: skip
+    out.add_argument(
+        "--out",
+        help="output file: .wav, .flac, .mp3, .opus/.ogg, or - for "
+        "standard output (default: output.wav unless --play is given)",
+    )
     out.add_argument("--format", help="wav | flac | mp3 | opus | pcm (default: from --out)")
-    out.add_argument("--play", action="store_true", help="play through the speakers as it is "
-                     "generated")  # fmt: skip
-    out.add_argument("--stream", action="store_true", help="generate in chunks (first audio "
-                     "sooner); implied by --play")  # fmt: skip
-    out.add_argument("--chunk-tokens", type=schedule_argument, metavar="N[,N...]",
-                     help="streaming: speech tokens per chunk, the last size repeating "
-                     f"(default {','.join(map(str, STREAM_CHUNK_SCHEDULE))}; 25 tokens are "
-                     "1 s)")  # fmt: skip
-    out.add_argument("--flow-prompt-tokens", type=count_argument, metavar="N", help="streaming: "
-                     "the voice prompt's last N tokens condition each chunk (default "
-                     f"{STREAM_PROMPT_TOKENS}; "
-                     "250: the whole 10 s prompt, slower)")  # fmt: skip
-    out.add_argument("--no-watermark", action="store_true", help="do not apply the Perth "
-                     "watermark")  # fmt: skip
+    out.add_argument(
+        "--play", action="store_true", help="play through the speakers as it is generated"
+    )
+    out.add_argument(
+        "--stream",
+        action="store_true",
+        help="generate in chunks (first audio sooner); implied by --play",
+    )
+    out.add_argument(
+        "--chunk-tokens",
+        type=schedule_argument,
+        metavar="N[,N...]",
+        help="streaming: speech tokens per chunk, the last size repeating "
+        f"(default {','.join(map(str, STREAM_CHUNK_SCHEDULE))}; 25 tokens are "
+        "1 s)",
+    )
+    out.add_argument(
+        "--flow-prompt-tokens",
+        type=count_argument,
+        metavar="N",
+        help="streaming: "
+        "the voice prompt's last N tokens condition each chunk (default "
+        f"{STREAM_PROMPT_TOKENS}; "
+        "250: the whole 10 s prompt, slower)",
+    )
+    out.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
     p.add_argument("--verbose", action="store_true", help="print timings (RTF, tokens/s, memory)")
     return p
 
@@ -123,8 +175,11 @@ def build_voice_parser() -> argparse.ArgumentParser:
         description="Saved voices: clone once, reuse with --voice.",
     )
     sub = p.add_subparsers(dest="action", required=True)
-    save = sub.add_parser("save", help="prepare a voice from a clip (or export the built-in "
-                          "voice) and save it as a .voice file")  # fmt: skip
+    save = sub.add_parser(
+        "save",
+        help="prepare a voice from a clip (or export the built-in "
+        "voice) and save it as a .voice file",
+    )
     save.add_argument("clip", nargs="?", type=Path, help="the clip (default: built-in voice)")
     save.add_argument("-o", "--out", type=Path, required=True, help="the .voice file to write")
     save.add_argument("--exaggeration", type=float, help="English/Multilingual (default 0.5)")

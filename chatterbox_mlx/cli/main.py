@@ -74,8 +74,18 @@ def read_text(args) -> str:
 
 
 def generation_kwargs(args) -> dict:
-    names = ("exaggeration", "cfg_weight", "temperature", "repetition_penalty", "min_p",
-             "top_p", "top_k", "max_new_tokens", "seed", "speed")  # fmt: skip
+    names = (
+        "exaggeration",
+        "cfg_weight",
+        "temperature",
+        "repetition_penalty",
+        "min_p",
+        "top_p",
+        "top_k",
+        "max_new_tokens",
+        "seed",
+        "speed",
+    )
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.language is not None:
         kwargs["language_id"] = args.language
@@ -83,8 +93,10 @@ def generation_kwargs(args) -> dict:
 
 
 def _check_streaming(args) -> None:
-    for flag, value in (("--chunk-tokens", args.chunk_tokens),
-                        ("--flow-prompt-tokens", args.flow_prompt_tokens)):  # fmt: skip
+    for flag, value in (
+        ("--chunk-tokens", args.chunk_tokens),
+        ("--flow-prompt-tokens", args.flow_prompt_tokens),
+    ):
         if value is not None and not (args.stream or args.play):
             raise CLIError(f"{flag} only applies to streaming: add --stream or --play")
 
@@ -138,8 +150,9 @@ def _chunks(model, args, text: str, progress):
     """The audio as it is made: stream chunks, or one piece per text chunk."""
     watermark = not args.no_watermark
     if args.vc is not None:
-        yield model.generate(str(args.vc), target_voice_path=str(args.voice), watermark=watermark,
-                             seed=args.seed)  # fmt: skip
+        yield model.generate(
+            str(args.vc), target_voice_path=str(args.voice), watermark=watermark, seed=args.seed
+        )
         return
     kwargs = generation_kwargs(args)
     if args.voice is not None:
@@ -159,8 +172,12 @@ def _check_lines(args, text: str) -> list[str] | None:
     """``--lines``: the texts, one per non-empty line (None without ``--lines``)."""
     if not args.lines:
         return None
-    for flag, given in (("--stream", args.stream), ("--play", args.play),
-                        ("--vc", args.vc is not None), ("--out -", args.out == "-")):  # fmt: skip
+    for flag, given in (
+        ("--stream", args.stream),
+        ("--play", args.play),
+        ("--vc", args.vc is not None),
+        ("--out -", args.out == "-"),
+    ):
         if given:
             raise CLIError(f"--lines writes one file per line; it does not combine with {flag}")
     return [line for line in text.splitlines() if line.strip()]
@@ -185,8 +202,7 @@ def _run_lines(model, args, texts: list[str], fmt: str, progress) -> float:
         kwargs["audio_prompt_path"] = str(args.voice)
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
-    wavs = model.generate_batch(texts, watermark=not args.no_watermark, progress=progress,
-                                **kwargs)  # fmt: skip
+    wavs = model.generate_batch(texts, watermark=not args.no_watermark, progress=progress, **kwargs)
     seconds = 0.0
     for number, wav in enumerate(wavs, 1):
         path = numbered(args.out or "output.wav", number, len(wavs))
@@ -264,8 +280,11 @@ def run(args) -> int:
             writer.abort()
         if player is not None:
             player.stop()
-        print("chatterbox-mlx: interrupted; nothing was left half-written", file=sys.stderr,
-              flush=True)  # fmt: skip
+        print(
+            "chatterbox-mlx: interrupted; nothing was left half-written",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(130)
 
     streaming = (args.stream or args.play) and threading.current_thread() is threading.main_thread()
@@ -353,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return wyoming(argv[1:])
     voice = bool(argv) and argv[0] == VOICE_COMMAND
-    args = (build_voice_parser().parse_args(argv[1:]) if voice
-            else build_parser().parse_args(argv))  # fmt: skip
+    args = build_voice_parser().parse_args(argv[1:]) if voice else build_parser().parse_args(argv)
     try:
         with sigterm_raises():
             return run_voice(args) if voice else run(args)
@@ -362,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         print("chatterbox-mlx: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
     except Terminated:
-        print("chatterbox-mlx: terminated (SIGTERM); nothing was left half-written",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "chatterbox-mlx: terminated (SIGTERM); nothing was left half-written", file=sys.stderr
+        )
         return 143
     except (CLIError, ValueError, OSError, RuntimeError) as err:
         print(f"chatterbox-mlx: {format_error(err)}", file=sys.stderr)

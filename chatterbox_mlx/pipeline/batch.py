@@ -94,8 +94,9 @@ def t3_key(chunk: Chunk) -> mx.array:
     return mx.random.split(chunk.key, 3)[0]
 
 
-def solo_speech(steps, sampler, max_new_tokens: int, stop_token: int,
-                advance: Callable[[int], None]) -> tuple[list[int], str]:  # fmt: skip
+def solo_speech(
+    steps, sampler, max_new_tokens: int, stop_token: int, advance: Callable[[int], None]
+) -> tuple[list[int], str]:
     """One chunk's token ids from ``T3.generate_steps`` and why it ended, as
     ``SpeechBatch.speech`` says it."""
     sampled = []
@@ -107,8 +108,9 @@ def solo_speech(steps, sampler, max_new_tokens: int, stop_token: int,
     return sampled, MAX_NEW_TOKENS if len(sampled) == max_new_tokens else FILTERED
 
 
-def batch_requests(requests: list[Request], batch_size: int, t3,
-                   sampler_for: Callable[[dict], object]) -> list[Request]:  # fmt: skip
+def batch_requests(
+    requests: list[Request], batch_size: int, t3, sampler_for: Callable[[dict], object]
+) -> list[Request]:
     """The requests with one ``SpeechBatch`` over all their chunks (none for a single
     chunk or ``batch_size=1``: chunk by chunk). Rows of equal settings share one sampler,
     so its processors run once per step over all of them."""
@@ -121,7 +123,12 @@ def batch_requests(requests: list[Request], batch_size: int, t3,
         settings = tuple(sorted(params.items()))
         if settings not in samplers:
             samplers[settings] = sampler_for(params)
-        row = BatchRow(request.conds.t3, chunk.tokens, samplers[settings],
-                       params["max_new_tokens"], key=t3_key(chunk))  # fmt: skip
+        row = BatchRow(
+            request.conds.t3,
+            chunk.tokens,
+            samplers[settings],
+            params["max_new_tokens"],
+            key=t3_key(chunk),
+        )
         batch.add(chunk, row)
     return [replace(request, speech=batch) for request in requests]

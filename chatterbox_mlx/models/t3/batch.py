@@ -135,10 +135,15 @@ class _Batch:
         solo = t3.make_cache(embeds.shape[0], embeds.shape[1] + min(count, GROW_STEPS))
         logits = t3.step_logits(embeds, solo)
         draws = exponential_draws(request.noise, request.key, cfg.speech_vocab_size, count)
-        active = _Active(row, embeds.shape[0], request.sampler, draws, count,
-                         cfg.stop_speech_token,
-                         seen_mask(mx.array([[cfg.start_speech_token]]),
-                                   cfg.speech_vocab_size))  # fmt: skip
+        active = _Active(
+            row,
+            embeds.shape[0],
+            request.sampler,
+            draws,
+            count,
+            cfg.stop_speech_token,
+            seen_mask(mx.array([[cfg.start_speech_token]]), cfg.speech_vocab_size),
+        )
         sample_rows([active], logits)
         mx.eval(active.pending)
         caches = [BatchKVCache(c.keys, c.values, c.offset, [0] * c.keys.shape[0]) for c in solo]

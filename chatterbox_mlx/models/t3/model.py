@@ -334,10 +334,16 @@ class T3(nn.Module):
         included when reached; ``callback(index, token)`` runs after each token."""
         if self.config.is_gpt2:
             raise ValueError("T3.inference is for the Llama variants; use inference_turbo")
-        sampler = Sampler.cfg(cfg_weight=cfg_weight, repetition_penalty=repetition_penalty,
-                              temperature=temperature, min_p=min_p, top_p=top_p)  # fmt: skip
-        steps = self.generate_steps(t3_cond, text_tokens, sampler, max_new_tokens=max_new_tokens,
-                                    key=key, noise=noise)  # fmt: skip
+        sampler = Sampler.cfg(
+            cfg_weight=cfg_weight,
+            repetition_penalty=repetition_penalty,
+            temperature=temperature,
+            min_p=min_p,
+            top_p=top_p,
+        )
+        steps = self.generate_steps(
+            t3_cond, text_tokens, sampler, max_new_tokens=max_new_tokens, key=key, noise=noise
+        )
         return mx.array([_collect(steps, callback)], dtype=mx.int32)
 
     def inference_turbo(
@@ -363,8 +369,9 @@ class T3(nn.Module):
             raise ValueError("T3.inference_turbo is for the GPT-2 variants; use inference")
         if int(max_gen_len) != max_gen_len or max_gen_len <= 0:
             raise ValueError(f"max_gen_len must be a positive integer, got {max_gen_len}")
-        sampler = Sampler.turbo(temperature=temperature, top_k=top_k, top_p=top_p,
-                                repetition_penalty=repetition_penalty)  # fmt: skip
+        sampler = Sampler.turbo(
+            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty
+        )
         steps = self.generate_steps(
             t3_cond, text_tokens, sampler, max_new_tokens=max_gen_len + 1, key=key, noise=noise
         )

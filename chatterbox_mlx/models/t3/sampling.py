@@ -149,13 +149,20 @@ class Sampler:
     draw: Callable[[mx.array, mx.array], mx.array] = sample_from_probs
 
     @classmethod
-    def cfg(cls, *, cfg_weight: float = 0.5, repetition_penalty: float = 1.2,
-            temperature: float = 0.8, min_p: float = 0.05,
-            top_p: float = 0.95) -> Sampler:  # fmt: skip
+    def cfg(
+        cls,
+        *,
+        cfg_weight: float = 0.5,
+        repetition_penalty: float = 1.2,
+        temperature: float = 0.8,
+        min_p: float = 0.05,
+        top_p: float = 0.95,
+    ) -> Sampler:
         """English / Multilingual (upstream ``T3.inference``): CFG combine, repetition
         penalty, temperature, min_p, top_p (defaults: upstream ``T3.inference``'s)."""
-        check_sampling_args(temperature=temperature, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty)  # fmt: skip
+        check_sampling_args(
+            temperature=temperature, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty
+        )
         steps: list[Processor] = []
         if cfg_weight > 0.0:
             steps.append(partial(combine_cfg, weight=float(cfg_weight)))
@@ -166,8 +173,14 @@ class Sampler:
         return cls(tuple(steps), cfg_weight=float(cfg_weight), repeat_start_token=True)
 
     @classmethod
-    def turbo(cls, *, temperature: float = 0.8, top_k: int = 1000, top_p: float = 0.95,
-              repetition_penalty: float = 1.2) -> Sampler:  # fmt: skip
+    def turbo(
+        cls,
+        *,
+        temperature: float = 0.8,
+        top_k: int = 1000,
+        top_p: float = 0.95,
+        repetition_penalty: float = 1.2,
+    ) -> Sampler:
         """Turbo / Nano (upstream ``T3.inference_turbo``, transformers' processor order):
         temperature (skipped at <= 0 or 1), top_k (skipped at 0), top_p (skipped at 1),
         repetition penalty (skipped at 1) over the generated tokens, BOS for the first.
