@@ -65,12 +65,8 @@ LIMITS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="An OpenAI-compatible speech server (POST /v1/audio/speech) with a voice "
-        "library and a web page at /.",
-    )
+def add_served_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model`` (repeatable) and ``--quantize``, as every server takes them."""
     p.add_argument(
         "--model",
         action="append",
@@ -80,6 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
         "default; default: turbo)",
     )
     p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
+
+
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """``--chunk-tokens`` and ``--flow-prompt-tokens``: how served audio is streamed."""
+    schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
+    p.add_argument(
+        "--chunk-tokens",
+        type=schedule_argument,
+        default=STREAM_CHUNK_SCHEDULE,
+        metavar="N[,N...]",
+        help="speech tokens per streamed chunk, the last size "
+        f"repeating (25: 1 s of audio; default {schedule})",
+    )
+    p.add_argument(
+        "--flow-prompt-tokens",
+        type=_count,
+        default=STREAM_PROMPT_TOKENS,
+        metavar="N",
+        help="streaming: the voice prompt's last N tokens condition "
+        f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="An OpenAI-compatible speech server (POST /v1/audio/speech) with a voice "
+        "library and a web page at /.",
+    )
+    add_served_model_arguments(p)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -105,23 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, kind, default, meaning in LIMITS:
         p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default:g})")
-    schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
-    p.add_argument(
-        "--chunk-tokens",
-        type=schedule_argument,
-        default=STREAM_CHUNK_SCHEDULE,
-        metavar="N[,N...]",
-        help="speech tokens per streamed chunk, the last size "
-        f"repeating (25: 1 s of audio; default {schedule})",
-    )
-    p.add_argument(
-        "--flow-prompt-tokens",
-        type=_count,
-        default=STREAM_PROMPT_TOKENS,
-        metavar="N",
-        help="streaming: the voice prompt's last N tokens condition "
-        f"each chunk (default {STREAM_PROMPT_TOKENS}; 250: all of it)",
-    )
+    add_stream_arguments(p)
     p.add_argument(
         "--allowed-host",
         action="append",

@@ -14,9 +14,8 @@ import asyncio
 import logging
 import sys
 
-from ..cli.arguments import count_argument, schedule_argument
-from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
-from ..server.cli import LIMITS
+from ..cli.arguments import count_argument
+from ..server.cli import LIMITS, add_served_model_arguments, add_stream_arguments
 from . import DEFAULT_URI, check_extra
 
 PROG = "chatterbox-mlx wyoming"
@@ -37,15 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"unix://PATH or stdio:// (default {DEFAULT_URI}: this machine only; "
         "tcp://0.0.0.0:10200 for Home Assistant on another machine)",
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        metavar="MODEL",
-        help="english | turbo | nano "
-        "| multilingual | multilingual-v3 | a local directory | a hub repo id; repeat "
-        "to serve several (the first is the default; default: turbo)",
-    )
-    p.add_argument("--quantize", type=int, choices=(4, 8), help="quantize T3 to 4 or 8 bits")
+    add_served_model_arguments(p)
     p.add_argument(
         "--voices",
         metavar="DIR",
@@ -66,23 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, default, meaning in LIMITS:
         if flag in SHARED_LIMITS:
             p.add_argument(flag, type=kind, default=default, help=f"{meaning} (default {default})")
-    schedule = ",".join(map(str, STREAM_CHUNK_SCHEDULE))
-    p.add_argument(
-        "--chunk-tokens",
-        type=schedule_argument,
-        default=STREAM_CHUNK_SCHEDULE,
-        metavar="N[,N...]",
-        help="speech tokens per streamed chunk, the last size "
-        f"repeating (25: 1 s of audio; default {schedule})",
-    )
-    p.add_argument(
-        "--flow-prompt-tokens",
-        type=count_argument,
-        default=STREAM_PROMPT_TOKENS,
-        metavar="N",
-        help="the voice prompt's last N tokens condition each chunk "
-        f"(default {STREAM_PROMPT_TOKENS}; 250: all of it)",
-    )
+    add_stream_arguments(p)
     p.add_argument("--no-watermark", action="store_true", help="do not apply the Perth watermark")
     p.add_argument(
         "--zeroconf",
