@@ -12,6 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from ..cli.arguments import GENERATION_OPTIONS
 from .chapters import Book, BookError
 from .output import FOLDER_FORMATS, book_audio, output_kind, write_book
 from .plan import MAX_CHUNK_CHARS, Pauses, plan_chapter
@@ -133,20 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-GENERATION = (
-    "exaggeration",
-    "cfg_weight",
-    "temperature",
-    "repetition_penalty",
-    "min_p",
-    "top_p",
-    "top_k",
-    "max_new_tokens",
-)
-
-
 def generation_kwargs(args) -> dict:
-    return {n: getattr(args, n) for n in GENERATION if getattr(args, n) is not None}
+    return {n: getattr(args, n) for n in GENERATION_OPTIONS if getattr(args, n) is not None}
 
 
 # ---- listing ------------------------------------------------------------------------------

@@ -9,6 +9,18 @@ from pathlib import Path
 from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 from ..params import parse_schedule
 
+# The sampling keywords of ``generate`` that the command lines take as options.
+GENERATION_OPTIONS = (
+    "exaggeration",
+    "cfg_weight",
+    "temperature",
+    "repetition_penalty",
+    "min_p",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+)
+
 VOICE_COMMAND = "voice"
 SERVE_COMMAND = "serve"
 BOOK_COMMAND = "book"

@@ -21,6 +21,7 @@ import time
 
 from .arguments import (
     BOOK_COMMAND,
+    GENERATION_OPTIONS,
     SERVE_COMMAND,
     VOICE_COMMAND,
     WYOMING_COMMAND,
@@ -74,18 +75,7 @@ def read_text(args) -> str:
 
 
 def generation_kwargs(args) -> dict:
-    names = (
-        "exaggeration",
-        "cfg_weight",
-        "temperature",
-        "repetition_penalty",
-        "min_p",
-        "top_p",
-        "top_k",
-        "max_new_tokens",
-        "seed",
-        "speed",
-    )
+    names = (*GENERATION_OPTIONS, "seed", "speed")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.language is not None:
         kwargs["language_id"] = args.language
