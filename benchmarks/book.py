@@ -2,7 +2,8 @@
 resident memory over a whole (small, generated) book, through ``python -m
 chatterbox_mlx.book`` to an M4B.
 
-    python benchmarks/book.py --variant turbo --chapters 3 --paragraphs 4 --tokens 60
+    python benchmarks/book.py --variant turbo --chapters 3 --paragraphs 4 --tokens 60 \
+        --batch-sizes 1 4
 
 The book is Markdown made here: ``--chapters`` chapters of ``--paragraphs`` sentences of
 about 40 characters. The tests' random-weight checkpoint never stops on its own, so each
@@ -11,7 +12,8 @@ sentence takes when read aloud). ``--sizes 1 3`` renders books of 1 and 3 times 
 chapters to compare their peak memory (it should stay flat: chunks stream to disk and the
 final mux reads them back one at a time). Each book runs in a child process; its peak RSS
 comes from ``getrusage``; the real-time factor is the renderer's own (model loading and
-the final mux left out), hours per hour is over the child's whole run.
+the final mux left out), hours per hour is over the child's whole run. ``--batch-sizes``
+renders each book once per ``--batch-size`` (1: chunk by chunk), one after the other.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def write_book(path: Path, chapters: int, paragraphs: int) -> int:
     return len(text)
 
 
-def run(model: str, book: Path, tokens: int, out: Path) -> dict:
+def run(model: str, book: Path, tokens: int, out: Path, batch_size: int) -> dict:
     script = (
         "import resource, subprocess, sys, json;"
         "p = subprocess.run(sys.argv[1:], stderr=subprocess.PIPE, text=True);"
@@ -55,7 +57,7 @@ def run(model: str, book: Path, tokens: int, out: Path) -> dict:
     )
     cmd = [sys.executable, "-m", "chatterbox_mlx.book", str(book), "-o", str(out), "--model",
            model, "--max-new-tokens", str(tokens), "--no-watermark", "--seed", "0",
-           "--retries", "0"]  # fmt: skip
+           "--retries", "0", "--batch-size", str(batch_size)]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", script, *cmd], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
@@ -79,25 +81,30 @@ def main() -> None:
     p.add_argument("--paragraphs", type=int, default=4)
     p.add_argument("--tokens", type=int, default=60)
     p.add_argument("--sizes", type=int, nargs="+", default=[1], help="chapter multiples")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="--batch-size")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.helpers.sources import converted_dir
 
     model = str(converted_dir(args.variant))
     print(f"{args.variant} (random weights), {args.tokens} speech tokens a chunk, M4B output")
-    print(f"{'chapters':>8} {'chars':>6} {'audio s':>8} {'wall s':>7} {'RTF':>5} "
+    print(f"{'batch':>5} {'chapters':>8} {'chars':>6} {'audio s':>8} {'wall s':>7} {'RTF':>5} "
           f"{'audio h/h run':>13} {'audio h/h render':>16} {'peak RSS MB':>12}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            chapters = args.chapters * size
-            book = Path(tmp) / f"book-{chapters}.md"
-            chars = write_book(book, chapters, args.paragraphs)
-            r = run(model, book, args.tokens, Path(tmp) / f"book-{chapters}.m4b")
-            rtf = f"{r['rtf']:.2f}" if r["rtf"] is not None else "-"
-            render = f"{1 / r['rtf']:.3f}" if r["rtf"] else "-"
-            print(f"{chapters:>8} {chars:>6} {r['audio']:>8.1f} {r['seconds']:>7.0f} {rtf:>5} "
-                  f"{r['audio'] / r['seconds']:>13.3f} {render:>16} "
-                  f"{r['peak_mb']:>12.0f}")  # fmt: skip
+            for batch in args.batch_sizes:
+                chapters = args.chapters * size
+                book = Path(tmp) / f"book-{chapters}.md"
+                chars = write_book(book, chapters, args.paragraphs)
+                r = run(model, book, args.tokens, Path(tmp) / f"book-{chapters}-{batch}.m4b", batch)
+                rtf = f"{r['rtf']:.2f}" if r["rtf"] is not None else "-"
+                render = f"{1 / r['rtf']:.3f}" if r["rtf"] else "-"
+                hours = r["audio"] / r["seconds"]
+                print(
+                    f"{batch:>5} {chapters:>8} {chars:>6} {r['audio']:>8.1f} "
+                    f"{r['seconds']:>7.0f} {rtf:>5} {hours:>13.3f} {render:>16} "
+                    f"{r['peak_mb']:>12.0f}"
+                )
 
 
 if __name__ == "__main__":

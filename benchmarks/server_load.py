@@ -10,6 +10,16 @@ Reports: every request answered with its audio or a 429 (with Retry-After), none
 and the server process's resident memory (``ps``) after every 10 answered requests: flat
 once warm (the growth from the 20th to the last answered request is printed).
 Clients that get a 429 wait ``--backoff`` seconds and send again.
+
+    python benchmarks/server_load.py --batching --variant turbo --max-batch 8
+
+The continuous-batching case: 8 requests mixing short and long texts (``--short`` and
+``--long`` speech tokens, alternating) sent by 8 concurrent clients to a server with
+``--max-batch N``, then the same 8 requests sent one at a time, then the 8 concurrent
+clients again against ``--max-batch 1`` (one request at a time, the rest queued), all on
+one server process each, in that order. Prints the wall time of each, the ratio of one
+at a time to batched, and the p50/p95 time to first audio byte per case (fairness: with
+batching a short request starts at once beside a long one instead of queueing).
 """
 
 from __future__ import annotations
@@ -50,6 +60,102 @@ def speak(url: str, body: dict) -> tuple[int, int, str | None]:
         return err.code, 0, err.headers.get("Retry-After")
 
 
+def first_audio(url: str, body: dict) -> tuple[float, float, int]:
+    """Seconds to the first audio byte and to the end, and the bytes, of one streamed
+    request (HTTP errors raise)."""
+    request = urllib.request.Request(
+        url + "/v1/audio/speech",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=1200) as response:
+        size = len(response.read(1))
+        first = time.perf_counter() - started
+        while chunk := response.read(65536):
+            size += len(chunk)
+    return first, time.perf_counter() - started, size
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def batching_case(args) -> int:
+    """See the module docstring (``--batching``)."""
+    import tempfile
+
+    texts = (
+        "Hello there.",
+        "This one is a longer request, a sentence or two of narration that goes on a while.",
+    )
+    bodies = [
+        {
+            "input": texts[i % 2],
+            "voice": "alloy",
+            "response_format": "pcm",
+            "seed": 10 + i,
+            "max_new_tokens": args.long if i % 2 else args.short,
+        }
+        for i in range(args.clients)
+    ]
+    expected = [2 * (b["max_new_tokens"] + TAIL) * PER_TOKEN for b in bodies]
+    model = short_voice_dir(args.variant)
+
+    def serve(max_batch: int, voices: str) -> CliServer:
+        return CliServer("--model", str(model), "--no-watermark", "--max-new-tokens",
+                         str(max(args.short, args.long)), "--max-queue", str(args.clients),
+                         "--max-batch", str(max_batch), "--voices", voices,
+                         "--log-level", "warning")  # fmt: skip
+
+    def concurrent(url: str) -> tuple[float, list]:
+        results: list = [None] * len(bodies)
+
+        def one(i: int) -> None:
+            results[i] = first_audio(url, bodies[i])
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - started, results
+
+    rows = []
+    with tempfile.TemporaryDirectory() as voices:
+        with serve(args.max_batch, voices) as server:
+            first_audio(server.url, {**bodies[0], "max_new_tokens": 2})  # warm-up
+            wall, results = concurrent(server.url)
+            rows.append((f"{args.clients} clients, --max-batch {args.max_batch}", wall, results))
+            started, results = time.perf_counter(), []
+            for body in bodies:
+                results.append(first_audio(server.url, body))
+            rows.append(("one at a time", time.perf_counter() - started, results))
+        with serve(1, voices) as server:
+            first_audio(server.url, {**bodies[0], "max_new_tokens": 2})
+            wall, results = concurrent(server.url)
+            rows.append((f"{args.clients} clients, --max-batch 1", wall, results))
+    print(f"machine: {platform.machine()} {platform.system()}, python {platform.python_version()}")
+    print(f"model {model.name}; {args.clients} requests, short {args.short} / long "
+          f"{args.long} speech tokens alternating, pcm, streamed")  # fmt: skip
+    lost = 0
+    for name, wall, results in rows:
+        lost += sum(r[2] != n for r, n in zip(results, expected, strict=True))
+        firsts = [r[0] for r in results]
+        short = [
+            r[0] for r, b in zip(results, bodies, strict=True) if b["max_new_tokens"] == args.short
+        ]
+        print(f"{name:32s} wall {wall:7.1f} s   first audio p50 {quantile(firsts, 0.5):6.2f} s  "
+              f"p95 {quantile(firsts, 0.95):6.2f} s  (short requests p95 "
+              f"{quantile(short, 0.95):6.2f} s)")  # fmt: skip
+    print(f"one at a time / batched: {rows[1][1] / rows[0][1]:.2f}x; "
+          f"--max-batch 1 / batched (both concurrent): {rows[2][1] / rows[0][1]:.2f}x")  # fmt: skip
+    print("result:", "every request answered in full" if not lost else f"{lost} SHORT BODIES")
+    return 0 if not lost else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=8)
@@ -57,7 +163,14 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=3, help="max_new_tokens of each request")
     p.add_argument("--max-queue", type=int, default=4)
     p.add_argument("--backoff", type=float, default=0.5, help="seconds after a 429")
+    p.add_argument("--batching", action="store_true", help="the continuous-batching case")
+    p.add_argument("--variant", default="nano", help="--batching: turbo or nano")
+    p.add_argument("--max-batch", type=int, default=8, help="--batching: the batched server's")
+    p.add_argument("--short", type=int, default=20, help="--batching: short requests' tokens")
+    p.add_argument("--long", type=int, default=80, help="--batching: long requests' tokens")
     args = p.parse_args()
+    if args.batching:
+        return batching_case(args)
 
     model = short_voice_dir("nano")
     expected = 2 * (args.tokens + TAIL) * PER_TOKEN  # pcm bytes

@@ -18,3 +18,4 @@ S3GEN_SILENCE_TOKEN = 4299  # the token S3Gen pads with (upstream's S3GEN_SIL)
 # flow (every chunk pays for the flow over them).
 STREAM_CHUNK_SCHEDULE = (10, 50, 100)
 STREAM_PROMPT_TOKENS = 100
+SERVER_MAX_BATCH = 4  # speech requests a served model decodes together (docs/batching.md)

@@ -22,8 +22,10 @@ from chatterbox_mlx.models.t3.batch import (
     MAX_NEW_TOKENS,
     STOP_TOKEN,
     BatchRow,
+    DecodeBatch,
 )
 from chatterbox_mlx.models.t3.cache import BatchKVCache
+from chatterbox_mlx.params import ParameterError
 from chatterbox_mlx.variants import get_variant
 
 import mlx.core as mx
@@ -282,6 +284,49 @@ def test_long_text_batched_speaks_as_chunk_by_chunk(request, variant):
     assert model.last_stats["T3 finished per chunk"] == ["max_new_tokens"] * 3
     whole = model.generate(THREE_CHUNKS, **kwargs)  # the default batch size
     np.testing.assert_array_equal(as_numpy(whole)[0], np.concatenate([p[0] for p in solo]))
+
+
+@pytest.mark.parametrize(("variant", "cfg_weight"), [("llama", 0.5), ("gpt2", 0.0)])
+def test_rows_removed_between_steps_leave_the_others_as_alone(models, variant, cfg_weight):
+    """``DecodeBatch`` driven round by round as the server's scheduler does: a row removed
+    mid-way (its client left) stops at once, the others speak what they speak alone, and a
+    row joining after the removal too."""
+    model = models[variant]
+    rng = np.random.default_rng(5)
+    sampler = samplers(variant, cfg_weight)[0]
+    rows = [
+        random_row(model, rng, prompt=p, text=t, tokens=8, sampler=sampler, seed=40 + i)
+        for i, (p, t) in enumerate([(6, 5), (11, 3), (4, 9), (8, 8)])
+    ]
+    batch = DecodeBatch(model)
+    for i in range(3):
+        batch.join(i, rows[i])
+    steps = {i: [] for i in range(4)}
+    for round_ in range(8):
+        if round_ == 3:
+            batch.remove({1})
+            batch.join(3, rows[3])
+        for event in batch.read():
+            assert event.row != 1 or round_ < 3, "a removed row went on"
+            if event.step is not None:
+                steps[event.row].append(event.step.token)
+        if batch.actives:
+            batch.step()
+    for i in (0, 2):
+        assert steps[i] == [s.token for s in alone(model, rows[i])], f"row {i}"
+    assert steps[1] == [s.token for s in alone(model, rows[1])][:3]
+    assert steps[3] == [s.token for s in alone(model, rows[3])][:5]
+
+
+def test_generate_each_takes_one_seed_per_text(turbo):
+    texts = ["Hi.", "Hello there, my friend."]
+    each = turbo.generate_each(texts, seed=[9, 4], max_new_tokens=4, watermark=False,
+                               batch_size=2)  # fmt: skip
+    for text, seed, wav in zip(texts, [9, 4], each, strict=True):
+        alone_wav = turbo.generate(text, seed=seed, max_new_tokens=4, watermark=False)
+        np.testing.assert_array_equal(as_numpy(wav), as_numpy(alone_wav))
+    with pytest.raises(ParameterError, match="2 seeds for 3 texts"):
+        turbo.generate_each([*texts, "Yes."], seed=[1, 2])
 
 
 def test_generate_batch_batches_across_texts(turbo):

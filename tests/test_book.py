@@ -379,6 +379,20 @@ def test_an_interrupted_run_resumes_to_the_same_audio(nano, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_batched_rendering_speaks_as_chunk_by_chunk(nano, tmp_path):
+    """The default (T3 decoding several chunks at once) and ``--batch-size 1`` make the
+    same book: each chunk's row speaks what it speaks alone."""
+    book = write_epub(tmp_path / "b.epub")
+    outputs = []
+    for size in ("4", "1"):
+        out = tmp_path / f"b{size}.wav"
+        assert run(book_args(book, out, "--batch-size", size), model=nano) == 0
+        outputs.append(sf.read(out, dtype="int16")[0])
+    assert len(outputs[0]) > 3 * 24000
+    np.testing.assert_array_equal(*outputs)
+
+
+@pytest.mark.slow
 def test_suspect_chunks_are_rendered_again_with_other_seeds(nano, tmp_path, capsys):
     book = write_epub(tmp_path / "b.epub")
     work = tmp_path / "work"

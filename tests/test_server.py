@@ -82,8 +82,9 @@ def server(nano, voices_dir):
 
 @pytest.fixture(scope="module")
 def long_server(nano, tmp_path_factory):
-    """Long generations (60 tokens, 2 a chunk), one waiting request at most."""
-    with serving(nano, tmp_path_factory.mktemp("voices-long"), max_new_tokens=60, max_queue=1) as s:
+    """Long generations (60 tokens, 2 a chunk), one at a time, one waiting at most."""
+    voices = tmp_path_factory.mktemp("voices-long")
+    with serving(nano, voices, max_new_tokens=60, max_queue=1, max_batch=1) as s:
         yield s
 
 

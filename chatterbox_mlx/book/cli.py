@@ -12,13 +12,14 @@ import secrets
 import sys
 from pathlib import Path
 
-from ..cli.arguments import GENERATION_OPTIONS
+from ..cli.arguments import GENERATION_OPTIONS, batch_size_argument
 from .chapters import Book, BookError
 from .output import FOLDER_FORMATS, book_audio, output_kind, write_book
 from .plan import MAX_CHUNK_CHARS, Pauses, plan_chapter
 from .sources import read_book, select_chapters
 
 MAX_PAUSE_S = 30.0
+BOOK_BATCH_SIZE = 4  # chunks T3 decodes together by default (docs/audiobooks.md: measured)
 
 
 def _seconds(text: str) -> float:
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="the book's seed (default: a random one, kept in the work folder)"
     )
     gen.add_argument("--no-watermark", action="store_true", help="no Perth watermark")
+    gen.add_argument(
+        "--batch-size",
+        type=batch_size_argument,
+        default=BOOK_BATCH_SIZE,
+        metavar="N",
+        help=f"chunks T3 decodes together (1: one at a time; default {BOOK_BATCH_SIZE})",
+    )
     book = p.add_argument_group("book")
     book.add_argument(
         "--paragraph-pause",
@@ -292,6 +300,7 @@ def _render(args, model, book, plans, kind, pauses, on_chunk) -> int:
         language,
         not args.no_watermark,
         args.retries,
+        args.batch_size,
     )
     work = WorkFolder(args.work_dir or default_work_dir(args.output), model.sr)
     seed = work.open(

@@ -1,9 +1,12 @@
-"""Rendering a book chunk by chunk into the work folder, resumably, with bad chunks
-caught and rendered again.
+"""Rendering a book into the work folder, resumably, with bad chunks caught and rendered
+again.
 
-Every planned chunk (``plan.py``) is one ``generate_pieces`` call with its own seed
-(``plan.chunk_seed``); its audio and record go to the work folder (``work.py``) as soon as
-it is made, so memory stays flat and a run stopped at any point resumes where it was.
+Every planned chunk (``plan.py``) is one text with its own seed (``plan.chunk_seed``);
+the first attempts at the chunks still to do go through the pipeline together
+(``generate_each``: T3 decodes ``batch_size`` chunks at once, each speaking what it
+speaks alone) and come back in order; each chunk's audio and record go to the work
+folder (``work.py``) as soon as it is made, so memory stays flat and a run stopped at any
+point resumes where it was.
 A chunk the checks (``checks.py``) find suspect is rendered again with the next attempt's
 seed, up to ``retries`` times; the attempt with the fewest problems is kept. Chunks too
 early in the book for the duration check (fewer than 10 before them) are checked once
@@ -13,7 +16,7 @@ every chunk is made, against the whole book, and rendered again then if they sta
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +36,7 @@ class RenderSettings:
     language: str | None = None
     watermark: bool = True
     retries: int = 2
+    batch_size: int = 1  # chunks T3 decodes together (first attempts; retries go alone)
 
 
 def fade_out(wav: np.ndarray, sr: int) -> np.ndarray:
@@ -53,18 +57,24 @@ class ChunkSynthesizer:
         self.sr = model.sr
 
     def __call__(self, text: str, seed: int) -> tuple[np.ndarray, int | None]:
+        return next(self.many([text], [seed]))
+
+    def many(self, texts: list[str], seeds: list[int]) -> Iterator[tuple[np.ndarray, int | None]]:
+        """Each text's ``(waveform, tokens)`` in order, as soon as it is made, T3 decoding
+        ``batch_size`` of them at once."""
         s = self.settings
-        pieces = self.model.generate_pieces(
-            text,
-            seed=seed,
+        waves = self.model.generate_each(
+            texts,
+            seed=seeds,
             voice=self.voice,
             watermark=s.watermark,
             speed=s.speed,
             language_id=s.language,
+            batch_size=s.batch_size,
             **s.generation,
         )
-        wav = np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1) for p in pieces])
-        return wav, self._tokens()
+        for wav in waves:
+            yield np.asarray(wav, dtype=np.float32).reshape(-1), self._tokens()
 
     def _tokens(self) -> int | None:
         """T3's sampled speech tokens for the chunk just made, from ``last_stats`` (which
@@ -129,12 +139,14 @@ class BookRenderer:
         for record in records.values():
             if not record["problems"]:
                 reference.add(record["seconds"], len(record["text"]))
+        todo = [c for p in plans for c in p.chunks if (c.chapter, c.index) not in records]
+        firsts = self._first_attempts(todo)
         for plan in plans:
             for chunk in plan.chunks:
                 key = (chunk.chapter, chunk.index)
                 if key in records:
                     continue
-                record = self._render(chunk, reference, [])
+                record = self._render(chunk, reference, [], first=next(firsts))
                 records[key] = record
                 if not record["problems"]:
                     reference.add(record["seconds"], len(chunk.text))
@@ -146,17 +158,39 @@ class BookRenderer:
         self._recheck_durations(plans, records)
         return records
 
+    def _first_attempts(self, chunks: list[PlannedChunk]) -> Iterator[tuple]:
+        """Each chunk's first attempt ``(seed, wav, tokens, compute seconds)``, in order,
+        all of them through the synthesizer's ``many`` (batched)."""
+        if not chunks:
+            return
+        seeds = [chunk_seed(self.seed, chunk, 0) for chunk in chunks]
+        results = self.synthesize.many([c.text for c in chunks], seeds)
+        started = time.perf_counter()
+        for seed, (wav, tokens) in zip(seeds, results, strict=True):
+            now = time.perf_counter()
+            yield seed, wav, tokens, now - started
+            started = time.perf_counter()
+
     def _render(
-        self, chunk: PlannedChunk, reference: RateReference, tries: list, kept: dict | None = None
+        self,
+        chunk: PlannedChunk,
+        reference: RateReference,
+        tries: list,
+        kept: dict | None = None,
+        first: tuple | None = None,
     ) -> dict:
         """Attempts after those in ``tries`` until one has no problem or the retries are
-        spent; the attempt with the fewest problems is saved (``kept``, a record already
-        saved, stays when no new attempt does better)."""
+        spent (``first``: attempt 0, already made); the attempt with the fewest problems
+        is saved (``kept``, a record already saved, stays when no new attempt does
+        better)."""
         best: _Attempt | None = None
         fewest = len(kept["problems"]) if kept is not None else None
         spent = 0.0
         for attempt in range(len(tries), self.settings.retries + 1):
-            candidate = self._attempt(chunk, attempt, reference)
+            if attempt == 0 and first is not None:
+                candidate = self._judge(chunk, 0, *first, reference)
+            else:
+                candidate = self._attempt(chunk, attempt, reference)
             spent += candidate.compute_seconds
             tries.append(
                 {"attempt": attempt, "seed": candidate.seed, "problems": candidate.problems}
@@ -193,6 +227,19 @@ class BookRenderer:
         started = time.perf_counter()
         wav, tokens = self.synthesize(chunk.text, seed)
         compute = time.perf_counter() - started
+        return self._judge(chunk, attempt, seed, wav, tokens, compute, reference)
+
+    def _judge(
+        self,
+        chunk: PlannedChunk,
+        attempt: int,
+        seed: int,
+        wav: np.ndarray,
+        tokens: int | None,
+        compute: float,
+        reference: RateReference,
+    ) -> _Attempt:
+        """The attempt with the problems the checks find in it."""
         problems = [p for p in (token_problem(tokens, self.settings.max_new_tokens),) if p]
         problems += level_problems(wav)
         rate = reference.problem(len(wav) / self.sr, len(chunk.text))

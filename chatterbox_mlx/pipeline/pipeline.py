@@ -37,7 +37,7 @@ from .checks import check_finite
 from .progress import NULL_PROGRESS, Progress
 from .requests import Chunk, Request, call_key, evaluated
 from .s3gen import S3Gen
-from .streaming import StreamingVocoder, chunk_sizes
+from .stream_rows import StreamRows
 from .threads import COMPUTE_LOCK, on_own_thread
 from .watermark import apply_watermark
 
@@ -389,20 +389,26 @@ class TTSPipeline:
         (request,) = self._batched([request], batch_size)
         return (self._finish(piece, request) for piece in self._pieces(request))
 
-    def generate_batch(self, texts: list[str], audio_prompt_path=None, *,
-                       seed: int | None = None, voice: Conditionals | None = None,
-                       watermark: bool = True, progress: Progress | None = None,
-                       language_id=None, speed: float = 1.0, batch_size: int | None = None,
-                       **given) -> list[mx.array]:  # fmt: skip
+    def generate_batch(self, texts: list[str], audio_prompt_path=None, **kwargs) -> list[mx.array]:
         """Several texts with the same voice and settings, one waveform each (text ``i``
-        with seed ``seed + i`` when a seed is given, as ``generate`` would make it). Every
-        text is checked before the first is synthesized; the chunks of all texts go
-        through T3 together, ``batch_size`` at a time (1: one after another)."""
+        with seed ``seed + i`` when a seed is given, as ``generate`` would make it): the
+        waveforms of ``generate_each`` (same keywords) as a list."""
+        return list(self.generate_each(texts, audio_prompt_path, **kwargs))
+
+    def generate_each(self, texts: list[str], audio_prompt_path=None, *,
+                      seed: int | Sequence[int] | None = None, voice: Conditionals | None = None,
+                      watermark: bool = True, progress: Progress | None = None,
+                      language_id=None, speed: float = 1.0, batch_size: int | None = None,
+                      **given) -> Iterator[mx.array]:  # fmt: skip
+        """Several texts with the same voice and settings: each text's waveform, in order,
+        as soon as it is made. ``seed``: text ``i`` gets ``seed + i``, or ``seed[i]`` from
+        a list of one seed per text. Every text is checked before the first is
+        synthesized; the chunks of all texts go through T3 together, ``batch_size`` at a
+        time (1: one after another)."""
         if isinstance(texts, str) or not texts:
             raise text_mod.TextError("generate_batch takes a non-empty list of texts")
         batch_size = resolve_batch_size(batch_size)
-        if seed is not None:
-            seed = params_mod.check_value("seed", seed)
+        seeds = _text_seeds(seed, len(texts))
         if voice is None and audio_prompt_path:  # the texts first, then the clip
             for text in texts:
                 text_mod.check_text(text, "text")
@@ -412,28 +418,14 @@ class TTSPipeline:
             self.conds = voice
         requests = [
             self._request(
-                text,
-                None,
-                voice,
-                None if seed is None else seed + i,
-                given,
-                language_id,
-                watermark,
-                progress,
-                speed,
-            )  # fmt: skip
+                text, None, voice, seeds[i], given, language_id, watermark, progress, speed
+            )
             for i, text in enumerate(texts)
         ]
         requests = self._batched(requests, batch_size)
-        return [self._finish(np.concatenate(list(self._pieces(r))), r) for r in requests]
+        return (self._finish(np.concatenate(list(self._pieces(r))), r) for r in requests)
 
-    def generate_stream(self, text: str, audio_prompt_path=None, *,
-                        chunk_tokens: int | Sequence[int] = STREAM_CHUNK_SCHEDULE,
-                        flow_prompt_tokens: int | None = STREAM_PROMPT_TOKENS,
-                        seed: int | None = None, watermark: bool = True,
-                        progress: Progress | None = None, voice: Conditionals | None = None,
-                        language_id=None, speed: float = 1.0,
-                        **given) -> Iterator[mx.array]:  # fmt: skip
+    def generate_stream(self, text: str, audio_prompt_path=None, **kwargs) -> Iterator[mx.array]:
         """Yield waveform chunks ``[1, n]`` while T3 is still generating.
 
         ``chunk_tokens``: speech tokens per chunk, one size or a schedule whose last size
@@ -444,48 +436,39 @@ class TTSPipeline:
         source cache and a cross-fade (see ``streaming``). ``flow_prompt_tokens``: how
         many of the voice prompt's last tokens condition each chunk (None: all).
         Given the same seed, T3 speaks the same tokens as ``generate``. Watermarking,
-        when on, is applied per chunk. Everything is checked before the first chunk."""
+        when on, is applied per chunk. Everything is checked before the first chunk;
+        the other keywords are ``generate``'s (``batch_size`` aside)."""
+        return on_own_thread(self.stream_rows(text, audio_prompt_path, **kwargs).solo())
+
+    def stream_rows(self, text: str, audio_prompt_path=None, *,
+                    chunk_tokens: int | Sequence[int] = STREAM_CHUNK_SCHEDULE,
+                    flow_prompt_tokens: int | None = STREAM_PROMPT_TOKENS,
+                    seed: int | None = None, watermark: bool = True,
+                    progress: Progress | None = None, voice: Conditionals | None = None,
+                    language_id=None, speed: float = 1.0, **given) -> StreamRows:  # fmt: skip
+        """``generate_stream``'s call, checked whole, as T3 rows for a caller that decodes
+        them itself (the server decodes many calls' rows in one batch); same keywords."""
         schedule = params_mod.check_schedule(chunk_tokens)
         if flow_prompt_tokens is not None:
             flow_prompt_tokens = params_mod.check_value("flow_prompt_tokens", flow_prompt_tokens)
         request = self._request(text, audio_prompt_path, voice, seed, given, language_id,
                                 watermark, progress, speed)  # fmt: skip
-        return on_own_thread(self._stream(request, schedule, flow_prompt_tokens))
+        return StreamRows(self, request, schedule, flow_prompt_tokens)
 
-    def _stream(self, request: Request, schedule, flow_prompt_tokens) -> Iterator[mx.array]:
-        if request.lead_in:
-            yield self._finish(self._silence(request.lead_in), request)
-        with request.progress.task("chunks", len(request.chunks)) as advance:
-            for chunk in request.chunks:
-                yield from self._stream_chunk(request, chunk, schedule, flow_prompt_tokens)
-                if chunk.pause_after:
-                    yield self._finish(self._silence(chunk.pause_after), request)
-                advance(1)
 
-    def _stream_chunk(self, request: Request, chunk: Chunk, schedule, flow_prompt_tokens):
-        t3_key, flow_key, hift_key = mx.random.split(chunk.key, 3)
-        vocoder = StreamingVocoder(self.s3gen, request.conds.gen, self.variant.flow_steps,
-                                   key=flow_key, hift_key=hift_key,
-                                   prompt_tokens=flow_prompt_tokens)  # fmt: skip
-        sizes = chunk_sizes(schedule)
-        pending: list[int] = []
-        size = next(sizes)
-        for step in self._speech_steps(request, chunk, t3_key):
-            if step.token < SPEECH_VOCAB_SIZE:
-                pending.append(step.token)
-            if len(pending) >= size:
-                if (wav := vocoder.push(pending)).size:
-                    yield self._finish(wav, request)
-                pending, size = [], next(sizes)
-        if pending and (wav := vocoder.push(pending)).size:
-            yield self._finish(wav, request)
-        if not vocoder.tokens:
-            raise RuntimeError("T3 produced no speech tokens for this text")
-        tail = vocoder.finish(list(self.variant.tail_tokens))
-        if self.variant.drop_last_token_audio:
-            tail = tail[: max(0, len(tail) - SAMPLES_PER_TOKEN)]
-        if tail.size:
-            yield self._finish(tail, request)
+def _text_seeds(seed, count: int) -> list[int | None]:
+    """One seed per text: ``seed + i``, the given list's, or None for each."""
+    if seed is None:
+        return [None] * count
+    if isinstance(seed, list | tuple):
+        if len(seed) != count:
+            raise params_mod.ParameterError(
+                f"seed has {len(seed)} seeds for {count} texts: give one seed per text, "
+                "or a single seed (text i gets seed + i)"
+            )
+        return [params_mod.check_value("seed", s) for s in seed]
+    seed = params_mod.check_value("seed", seed)
+    return [seed + i for i in range(count)]
 
 
 def voice_kwargs(kwargs: dict) -> dict:

@@ -48,7 +48,10 @@ def create_app(
     library = library or VoiceLibrary(voices_dir or default_dir())
     served = {
         name: ServedModel(
-            name, model, ModelWorker(name, settings.max_queue), evaluated(model.conds)
+            name,
+            model,
+            ModelWorker(name, settings.max_queue, settings.max_batch),
+            evaluated(model.conds),
         )
         for name, model in named_models(models).items()
     }

@@ -18,7 +18,7 @@ import sys
 
 from ..cli.arguments import count_argument as _count
 from ..cli.arguments import schedule_argument
-from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+from ..constants import SERVER_MAX_BATCH, STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 
 PROG = "chatterbox-mlx serve"
 API_KEY_ENV = "CHATTERBOX_MLX_API_KEY"
@@ -43,7 +43,8 @@ def _positive(kind):
 
 # the limits: flag, type, default, what it limits
 LIMITS = (
-    ("--max-queue", _count, 8, "requests that may wait per model while one generates (more: 429)"),
+    ("--max-queue", _count, 8, "requests that may wait per model for a place (more: 429)"),
+    ("--max-batch", _positive(int), SERVER_MAX_BATCH, "requests a model decodes together"),
     ("--max-chars", _positive(int), 4096, "longest input in characters (OpenAI's: 4096)"),
     ("--max-new-tokens", _positive(int), 15000, "cap on a request's speech tokens, 25 a second"),
     ("--max-audio-seconds", _positive(float), 600.0, "cap on a request's audio, pauses included"),
@@ -164,6 +165,7 @@ def settings_from(args):
         api_key=key or None,
         max_chars=args.max_chars,
         max_queue=args.max_queue,
+        max_batch=args.max_batch,
         max_new_tokens=args.max_new_tokens,
         max_audio_seconds=args.max_audio_seconds,
         request_timeout=args.request_timeout,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .. import text as text_mod
 from ..audio import speed as speed_mod
-from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+from ..constants import SERVER_MAX_BATCH, STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 from .jobs import ModelWorker
 from .speech import FORMATS, GENERATION_FIELDS
 from .voices import VoiceLibrary
@@ -23,6 +23,7 @@ class Settings:
     api_key: str | None = None
     max_chars: int = 4096
     max_queue: int = 8
+    max_batch: int = SERVER_MAX_BATCH  # requests decoding together per model (scheduler)
     max_new_tokens: int = 15000  # speech tokens a request: 600 s at 25 a second
     max_audio_seconds: float = 600.0
     chunk_tokens: int | tuple[int, ...] = STREAM_CHUNK_SCHEDULE

@@ -153,61 +153,107 @@ def tokens_made(samples: int, speed: float, variant) -> int:
     return max(0, tokens - len(variant.tail_tokens) + int(variant.drop_last_token_audio))
 
 
-def run_speech(job: Job, request, state) -> None:
-    """In the model's thread: speak each piece of the plan within the request's budgets,
-    encode as it goes and ``emit`` the bytes of each chunk (possibly empty: codecs work
-    on whole frames); stop at the next chunk once the job is cancelled. ``job.result``:
-    the number of samples made."""
-    served = request.model
-    model = served.model
-    settings = state.settings
-    if request.voice is None:
-        voice = served.builtin
-    else:
-        voice = state.library.conditionals(
-            request.voice, model.variant.family, lambda clip: model.prepare_voice(str(clip))
-        )
-    limit = int(settings.max_audio_seconds * model.sr)
-    out = AudioOut(job, request.response_format, model.sr, limit)
-    per_piece = request.params.get("max_new_tokens", model.variant.generation["max_new_tokens"])
-    params = {k: v for k, v in request.params.items() if k != "max_new_tokens"}
-    left = request.token_budget
-    items = request.plan.items
-    last_text = max(i for i, item in enumerate(items) if isinstance(item, str))
-    for index, item in enumerate(items):
-        if job.cancelled or job.stopping or out.full:
-            break
-        if left <= 0 and index <= last_text:  # the text is cut here; trailing pauses stay
-            break
-        if isinstance(item, float):
-            out.silence(item, request.speed)
-            continue
-        stream = model.generate_stream(
-            item,
-            voice=voice,
+class SpeechSession:
+    """One speech request in its model's batch (``scheduler``): the plan's items in order,
+    each text piece a ``StreamRows`` whose rows the scheduler decodes with other requests'
+    rows, within the request's budgets; the audio is encoded as it comes and ``emit`` ted
+    chunk by chunk (possibly empty: codecs work on whole frames). ``job.result``: the
+    number of samples made."""
+
+    def __init__(self, job: Job, request, state):
+        served = request.model
+        self.job, self.request, self.settings = job, request, state.settings
+        self.model = served.model
+        if request.voice is None:
+            self.voice = served.builtin
+        else:
+            prepare = self.model.prepare_voice
+            self.voice = state.library.conditionals(
+                request.voice, self.model.variant.family, lambda clip: prepare(str(clip))
+            )
+        limit = int(self.settings.max_audio_seconds * self.model.sr)
+        self.out = AudioOut(job, request.response_format, self.model.sr, limit)
+        generation = self.model.variant.generation
+        self.per_piece = request.params.get("max_new_tokens", generation["max_new_tokens"])
+        self.params = {k: v for k, v in request.params.items() if k != "max_new_tokens"}
+        self.left = request.token_budget
+        items = request.plan.items
+        self.last_text = max(i for i, item in enumerate(items) if isinstance(item, str))
+        self.index = -1
+        self.rows = None  # the text piece being spoken (StreamRows)
+        self.made = 0  # samples of that piece
+
+    @property
+    def t3(self):
+        return self.model.t3
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing more to make: the client left, the server stops, or the audio is full."""
+        return self.job.cancelled or self.job.stopping or self.out.full
+
+    def next_row(self):
+        """The request's next T3 row (``BatchRow``), its silences pushed on the way; None
+        when it has nothing more to say."""
+        while not self.stopped:
+            if self.rows is not None:
+                if (row := self.rows.next_row()) is not None:
+                    return row
+                self.left -= tokens_made(self.made, self.request.speed, self.model.variant)
+                self.rows = None
+            self.index += 1
+            items = self.request.plan.items
+            if self.index >= len(items):
+                return None
+            if self.left <= 0 and self.index <= self.last_text:  # cut; trailing pauses stay
+                return None
+            item = items[self.index]
+            if isinstance(item, float):
+                self.out.silence(item, self.request.speed)
+            else:
+                self.rows = self._piece(item)
+                self._push(self.rows.lead_in())
+        return None
+
+    def _piece(self, text: str):
+        request, settings = self.request, self.settings
+        self.made = 0
+        return self.model.stream_rows(
+            text,
+            voice=self.voice,
             chunk_tokens=settings.chunk_tokens,
             flow_prompt_tokens=settings.flow_prompt_tokens,
-            seed=piece_seed(request.seed, index),
+            seed=piece_seed(request.seed, self.index),
             watermark=settings.watermark,
             language_id=request.language,
             speed=request.speed,
-            max_new_tokens=min(left, per_piece),
-            **params,
+            max_new_tokens=min(self.left, self.per_piece),
+            **self.params,
         )
-        made = 0
-        try:
-            for chunk in stream:
-                wav = np.asarray(chunk, dtype=np.float32).reshape(-1)
-                made += wav.size
-                out.push(wav)
-                if job.cancelled or job.stopping or out.full:
-                    break
-        finally:
-            stream.close()
-        left -= tokens_made(made, request.speed, model.variant)
-    if job.cancelled:
-        return
-    if job.stopping and out.encoder is None:  # a whole file not made: the client retries
-        raise ShuttingDown
-    out.finish()  # a stream ends properly, also when the server stops it early
-    job.result = out.samples
+
+    def push(self, token: int) -> None:
+        """One token of the current row."""
+        self._push(self.rows.push(token))
+
+    def end_row(self) -> None:
+        """The current row ended (its stop token or its token limit)."""
+        self._push(self.rows.end_row())
+
+    def _push(self, pieces) -> None:
+        for piece in pieces:
+            if self.stopped:
+                return
+            wav = np.asarray(piece, dtype=np.float32).reshape(-1)
+            self.made += wav.size
+            self.out.push(wav)
+
+    def finish(self) -> None:
+        """The response's end: the stream closed properly (also when the server stops it
+        early); a whole file the server stopped, or a response it stopped before any
+        audio, is not made (the client retries)."""
+        if self.job.cancelled:
+            return
+        if self.job.stopping and (self.out.encoder is None or not self.out.samples):
+            raise ShuttingDown
+        self.out.finish()
+        self.job.result = self.out.samples

@@ -117,8 +117,12 @@ def sample_rows(actives: list[_Active], logits: mx.array) -> None:
         active.pending = (tokens[j : j + 1], probs[j : j + 1], finite[j], filtered[j])
 
 
-class _Batch:
-    """The rows decoding together and their cache (one ``BatchKVCache`` per layer)."""
+class DecodeBatch:
+    """The rows decoding together and their cache (one ``BatchKVCache`` per layer).
+
+    A caller that schedules rows itself (the server's continuous batching) goes round:
+    ``join`` new rows, ``read`` every row's pending token (finished rows leave), ``step``;
+    ``remove`` drops rows between rounds (a client that left)."""
 
     def __init__(self, t3):
         self.t3 = t3
@@ -157,22 +161,28 @@ class _Batch:
     def read(self) -> list[RowToken]:
         """Every row's pending sample as a ``RowToken``; finished rows leave the batch."""
         mx.eval([a.pending for a in self.actives])
-        events, keep, kept_rows, start = [], [], [], 0
-        for active in self.actives:
-            event = self.read_row(active)
-            events.append(event)
-            if event.finished is None:
-                keep.append(active)
-                kept_rows += range(start, start + active.rows)
-            start += active.rows
-        if len(keep) < len(self.actives):
-            self.actives = keep
-            if keep:
-                for layer in self.cache:
-                    layer.filter(kept_rows)
-            else:
-                self.cache = None
+        events = [self.read_row(active) for active in self.actives]
+        self._keep([a for a, e in zip(self.actives, events, strict=True) if e.finished is None])
         return events
+
+    def remove(self, rows) -> None:
+        """Drop the rows ``rows`` (their indices as joined) from the batch."""
+        self._keep([a for a in self.actives if a.row not in rows])
+
+    def _keep(self, keep: list[_Active]) -> None:
+        if len(keep) == len(self.actives):
+            return
+        kept, cache_rows, start = {id(a) for a in keep}, [], 0
+        for active in self.actives:
+            if id(active) in kept:
+                cache_rows += range(start, start + active.rows)
+            start += active.rows
+        self.actives = keep
+        if keep:
+            for layer in self.cache:
+                layer.filter(cache_rows)
+        else:
+            self.cache = None
 
     def read_row(self, active: _Active) -> RowToken:
         event = active.read()
@@ -212,7 +222,7 @@ def decode_batch(t3, rows: Iterable[BatchRow], *, batch_size: int) -> Iterator[R
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     waiting = enumerate(rows)
-    batch = _Batch(t3)
+    batch = DecodeBatch(t3)
     exhausted = False
     while True:
         while not exhausted and len(batch.actives) < batch_size:

@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from ..bodies import read_json
 from ..jobs import DATA, DONE, ERROR, Job
 from ..speech import SpeechRequest, parse_speech, usage
-from ..synthesis import run_speech
+from ..synthesis import SpeechSession
 from .common import (
     ClientGone,
     Watch,
@@ -35,7 +35,7 @@ async def speech(request: Request):
     state = server_state(request)
     body = await read_json(request)
     req = parse_speech(body, state)
-    job = Job(lambda j: run_speech(j, req, state), asyncio.get_running_loop())
+    job = Job(None, asyncio.get_running_loop(), session=lambda j: SpeechSession(j, req, state))
     submit(req.model, job)
     headers = {
         "Cache-Control": "no-store",
