@@ -89,7 +89,16 @@ def test_sigterm_ends_the_stream_and_answers_the_queue(tmp_path):
     complete response (the chunked body's end, decodable audio), answers the waiting two
     with OpenAI's 503 shutting_down and Retry-After, and the process exits within
     --shutdown-grace."""
-    args = ("--voices", str(tmp_path / "v"), "--max-new-tokens", "2000", "--shutdown-grace", "5")
+    args = (
+        "--voices",
+        str(tmp_path / "v"),
+        "--max-new-tokens",
+        "2000",
+        "--shutdown-grace",
+        "5",
+        "--max-batch",
+        "1",
+    )  # one runs, the others queue
     server = serve(*args)
     url, headers = server.url, {"Authorization": f"Bearer {KEY}"}
     results: dict[str, object] = {}

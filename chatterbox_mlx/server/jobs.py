@@ -97,8 +97,9 @@ class Job:
         unread (a slow client holds back the generation instead of the server holding
         its audio); it is dropped once the job is cancelled, and a client that reads
         nothing for STALL_SECONDS loses its stream (the model is not held for it). A
-        batched job never waits (the batch would wait with it): its client has
-        STALL_SECONDS to read again once MAX_PENDING items are unread."""
+        batched job never waits here (the batch would wait with it): its session makes
+        no more audio while MAX_PENDING items are unread (``backlogged``), and its client
+        has STALL_SECONDS to read again."""
         if kind == DATA:
             if self.session is not None:
                 self._room_or_stall()
@@ -123,15 +124,23 @@ class Job:
     def _room_or_stall(self) -> None:
         with self._unread_lock:
             self._unread += 1
-            if self._unread <= MAX_PENDING:
-                return
-            now = time.monotonic()
-            if self._full_since is None:
-                self._full_since = now
-                return
-            stalled = now - self._full_since >= STALL_SECONDS
-        if stalled and not self.cancelled:
-            self._stalled()
+            if self._unread >= MAX_PENDING and self._full_since is None:
+                self._full_since = time.monotonic()
+        self.backlogged  # noqa: B018  (cancels a stalled client)
+
+    @property
+    def backlogged(self) -> bool:
+        """A batched job's client has MAX_PENDING items unread: its session waits for it
+        (a client that read nothing for STALL_SECONDS meanwhile is cancelled)."""
+        if self.session is None:
+            return False
+        with self._unread_lock:
+            over = self._unread >= MAX_PENDING
+            since = self._full_since
+        if over and since is not None and time.monotonic() - since >= STALL_SECONDS:
+            if not self.cancelled:
+                self._stalled()
+        return over
 
     def _stalled(self) -> None:
         throttled(
@@ -150,7 +159,7 @@ class Job:
         elif item[0] == DATA:
             with self._unread_lock:
                 self._unread -= 1
-                if self._unread <= MAX_PENDING:
+                if self._unread < MAX_PENDING:
                     self._full_since = None
         return item
 

@@ -22,12 +22,15 @@ starting while a place is free. A request's rows are its solo rows (``StreamRows
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from ..models.t3.batch import DecodeBatch
 from ..pipeline.threads import COMPUTE_LOCK
 
 Job = object  # a ``jobs.Job`` with a ``session`` (jobs imports this module)
+WAIT = "wait"  # ``Session.next_row``: no row now, ask again at a later step
+IDLE_SECONDS = 0.01  # a round with no row to step (every request waits for its client)
 
 
 class Session(Protocol):
@@ -36,7 +39,7 @@ class Session(Protocol):
     t3: object
     stopped: bool
 
-    def next_row(self): ...  # a BatchRow, or None: nothing more to say
+    def next_row(self): ...  # a BatchRow, WAIT, or None: nothing more to say
 
     def push(self, token: int) -> None: ...
 
@@ -81,8 +84,11 @@ class RunningBatch:
             self._leave([job for job in self.row_of if self.sessions[job].stopped])
             for job in [job for job in self.sessions if job not in self.row_of]:
                 self._join(job)
-            if self.decode is not None and self.decode.actives:
+            stepping = self.decode is not None and self.decode.actives
+            if stepping:
                 self._step()
+        if not stepping and not self.ended:
+            time.sleep(IDLE_SECONDS)
         return self._take_ended()
 
     def _take_ended(self) -> list[tuple[Job, str, BaseException | None]]:
@@ -93,6 +99,8 @@ class RunningBatch:
         session = self.sessions[job]
         try:
             row = session.next_row()
+            if row is WAIT:
+                return
             if row is None:
                 self._finish(job)
                 return

@@ -30,6 +30,7 @@ from ..constants import SAMPLES_PER_TOKEN, TOKENS_PER_SECOND
 from ..pipeline.pipeline import JOIN_PAUSE_S, MAX_CHUNK_CHARS
 from .errors import APIError
 from .jobs import DATA, Job, ShuttingDown
+from .scheduler import WAIT
 
 # A fast speaker's rate: the estimate of speech length stays below what the text takes.
 FAST_CHARS_PER_SECOND = 30.0
@@ -131,13 +132,16 @@ class AudioOut:
             self.pieces.append(wav)
             self.job.emit(DATA, b"")  # progress: the response starts with the whole file
 
-    def silence(self, seconds: float, speed: float) -> None:
-        """``seconds`` of silence played at ``speed`` (as long as the pipeline's)."""
-        n = int(round(seconds * self.sr) / speed + 0.5)
+    def silence(self, samples: int) -> int:
+        """Up to ``samples`` of silence, a second at a time while the client keeps up;
+        returns how many are left to push."""
         block = int(SILENCE_BLOCK_S * self.sr)
-        while n > 0 and not (self.full or self.job.cancelled or self.job.stopping):
-            self.push(np.zeros(min(n, block), np.float32))
-            n -= block
+        while samples > 0 and not (self.full or self.job.cancelled or self.job.stopping):
+            if self.job.backlogged:
+                return samples
+            self.push(np.zeros(min(samples, block), np.float32))
+            samples -= block
+        return 0
 
     def finish(self) -> None:
         if self.encoder is not None:
@@ -182,6 +186,7 @@ class SpeechSession:
         self.index = -1
         self.rows = None  # the text piece being spoken (StreamRows)
         self.made = 0  # samples of that piece
+        self.silence = 0  # samples of a pause still to push
 
     @property
     def t3(self):
@@ -194,8 +199,14 @@ class SpeechSession:
 
     def next_row(self):
         """The request's next T3 row (``BatchRow``), its silences pushed on the way; None
-        when it has nothing more to say."""
+        when it has nothing more to say; ``WAIT`` while its client has audio unread (the
+        session goes on at a later step, so a slow client's audio is not held here)."""
         while not self.stopped:
+            if self.job.backlogged:
+                return WAIT
+            if self.silence:
+                self.silence = self.out.silence(self.silence)
+                continue
             if self.rows is not None:
                 if (row := self.rows.next_row()) is not None:
                     return row
@@ -209,7 +220,7 @@ class SpeechSession:
                 return None
             item = items[self.index]
             if isinstance(item, float):
-                self.out.silence(item, self.request.speed)
+                self.silence = int(round(item * self.model.sr) / self.request.speed + 0.5)
             else:
                 self.rows = self._piece(item)
                 self._push(self.rows.lead_in())
