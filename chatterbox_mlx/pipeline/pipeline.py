@@ -406,7 +406,10 @@ class TTSPipeline:
         synthesized; the chunks of all texts go through T3 together, ``batch_size`` at a
         time (1: one after another)."""
         if isinstance(texts, str) or not texts:
-            raise text_mod.TextError("generate_batch takes a non-empty list of texts")
+            raise text_mod.TextError(
+                "generate_batch and generate_each take a non-empty list of texts, "
+                'e.g. ["One.", "Two."]'
+            )
         batch_size = resolve_batch_size(batch_size)
         seeds = _text_seeds(seed, len(texts))
         if voice is None and audio_prompt_path:  # the texts first, then the clip
