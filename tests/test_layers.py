@@ -10,6 +10,7 @@ value, tolerance 1e-5.
 """
 
 import collections
+import concurrent.futures
 import functools
 import importlib
 import os
@@ -209,12 +210,40 @@ def sgemv_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def rows_kernel_calls(monkeypatch):
+    """Counts the calls of the ``_rows`` extension's kernel (stays 0 where it was not built)."""
+    calls = collections.Counter()
+    real_kernel = cpu_linear.rows_kernel()
+    if real_kernel is not None:
+
+        def counting_kernel(*args):
+            calls["rows"] += 1
+            return real_kernel(*args)
+
+        monkeypatch.setattr(cpu_linear, "rows_kernel", lambda: counting_kernel)
+    return calls
+
+
+def require_rows_kernel():
+    """Skip where the ``_rows`` extension was not built; CI sets
+    CHATTERBOX_MLX_REQUIRE_KERNEL=1, which makes that a failure."""
+    if cpu_linear.rows_kernel() is None:
+        message = "the _rows extension was not built (needs a C compiler with OpenMP)"
+        if os.environ.get("CHATTERBOX_MLX_REQUIRE_KERNEL") == "1":
+            pytest.fail(message + "; CHATTERBOX_MLX_REQUIRE_KERNEL=1 requires it")
+        pytest.skip(message)
+
+
 @pytest.mark.parametrize(
     "shape", [(1, 1, 48), (1, 48), (2, 1, 48), (1, 4, 48), (1, 5, 48), (1, 16, 48), (3, 40, 48)]
 )
 @pytest.mark.parametrize("bias", [True, False])
-def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls, sgemv_calls):
-    """Up to 4 rows: BLAS sgemv per row (when a BLAS is loaded); up to 16: W @ x^T; more: MLX."""
+def test_cpu_linear_matches_mlx_linear(
+    shape, bias, cpu_paths, kernel_calls, sgemv_calls, rows_kernel_calls
+):
+    """One row: BLAS sgemv (when a BLAS is loaded); 2 to 16 rows: the ``_rows`` kernel where it
+    was built, else sgemv per row up to 4 and W @ x^T up to 16; more: MLX."""
     ours, theirs = layers.Linear(48, 80, bias=bias), nn.Linear(48, 80, bias=bias)
     if bias:
         ours.bias = mx.arange(80, dtype=mx.float32) / 80
@@ -225,14 +254,52 @@ def test_cpu_linear_matches_mlx_linear(shape, bias, cpu_paths, kernel_calls, sge
     assert_close(y, theirs(x), RTOL, f"Linear {shape}")
     rows = x.size // 48
     assert kernel_calls["linear.linear"] == (rows <= cpu_linear.DECODE_ROWS)
-    by_gemv = blas.loaded_path is not None and rows <= cpu_linear.MATVEC_ROWS
+    by_kernel = cpu_linear.rows_kernel() is not None and rows in cpu_linear.KERNEL_ROWS
+    by_gemv = blas.loaded_path is not None and rows <= cpu_linear.MATVEC_ROWS and not by_kernel
+    assert rows_kernel_calls["rows"] == int(by_kernel)
     assert sgemv_calls["sgemv"] == (rows if by_gemv else 0)  # 80 x 48 weights: one block
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 16])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_rows_kernel_matches_mlx_product(rows, with_bias):
+    """Every row count the kernel has code for, and more than one group of 8; 3001 inputs
+    leave a tail after the last 8-wide vector, and 50 outputs of 3001 inputs make three
+    tiles of 21 (256 KiB each) split over the threads, the last one short."""
+    require_rows_kernel()
+    rng = np.random.default_rng(rows)
+    weight = mx.array(rng.standard_normal((50, 3001)).astype(np.float32))
+    bias = mx.array(rng.standard_normal(50).astype(np.float32)) if with_bias else None
+    x = mx.array(rng.standard_normal((rows, 3001)).astype(np.float32))
+    y = cpu_linear.matvec(weight, x, bias) if rows > 1 else None
+    if rows == 1:  # one row stays on sgemv; call the kernel itself
+        w, v = np.array(weight), np.array(x)
+        out = np.repeat(np.array(bias)[None], 1, axis=0) if with_bias else np.zeros((1, 50), "f")
+        cpu_linear.rows_kernel()(w.ctypes.data, v.ctypes.data, out.ctypes.data, 1, 50, 3001)
+        y = mx.array(out)
+    expected = x @ weight.T + (bias if with_bias else 0)
+    assert_close(y, expected, RTOL, f"_rows kernel, {rows} rows")
+
+
+def test_rows_kernel_serves_several_threads_at_once():
+    """Two threads' products at once (one model serving two requests) each get their own."""
+    require_rows_kernel()
+    rng = np.random.default_rng(9)
+    weight = mx.array(rng.standard_normal((300, 1024)).astype(np.float32))
+    inputs = [mx.array(rng.standard_normal((4, 1024)).astype(np.float32)) for _ in range(8)]
+    expected = [x @ weight.T for x in inputs]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda x: cpu_linear.matvec(weight, x, None), inputs))
+    for y, want in zip(outputs, expected, strict=True):
+        assert_close(y, want, RTOL, "_rows kernel from several threads")
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matvec_uses_blas_when_loaded(rows, with_bias, monkeypatch, sgemv_calls):
-    """Several rows read the weight in blocks: blocks of 7 of its 30 rows leave a remainder."""
+    """Without the ``_rows`` kernel, several rows read the weight in blocks: blocks of 7 of
+    its 30 rows leave a remainder."""
+    monkeypatch.setattr(cpu_linear, "rows_kernel", lambda: None)
     monkeypatch.setattr(cpu_linear, "BLOCK_BYTES", 7 * 20 * 4)
     rng = np.random.default_rng(5)
     weight = mx.array(rng.standard_normal((30, 20)).astype(np.float32))

@@ -57,7 +57,7 @@ def _find_openblas() -> str | None:
 
 
 @contextlib.contextmanager
-def _environment(**defaults: str):
+def environment(**defaults: str):
     """Set the variables not already set, for what the library reads when it loads."""
     added = [name for name in defaults if name not in os.environ]
     os.environ.update({name: defaults[name] for name in added})
@@ -99,7 +99,7 @@ def load() -> str | None:
         )
         return None
     try:
-        with _environment(OPENBLAS_THREAD_TIMEOUT=THREAD_TIMEOUT):
+        with environment(OPENBLAS_THREAD_TIMEOUT=THREAD_TIMEOUT):
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as err:
         status = f"failed to load {path}: {err}"

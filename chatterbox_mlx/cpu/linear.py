@@ -6,18 +6,24 @@ forwarding on x86) streams a row-major weight about 1.6x faster as the left oper
 ``sgemv``: measured on a 2-core EPYC over T3's layers, one row reads 11 GB/s as
 ``x @ W^T``, 18 as ``W @ x^T`` and 27.6 through ``sgemv`` (numpy's sum reads 26).
 
-So up to ``MATVEC_ROWS`` rows call the loaded BLAS's ``sgemv`` directly on MLX's
-buffers, one call per row. With several rows the weight goes in blocks of about
-``BLOCK_BYTES`` (the size of one core's L2), each block read from memory once and
-from cache for the other rows: two rows (English T3's CFG batch) over English's 30
-layers take 65 ms this way against 125 ms as one ``sgemm``, four rows 90 against 117,
-eight rows lose (166 against 125). This evaluates the input: decoding evaluates once
-per layer instead of once per token, a few milliseconds against tens saved. More rows,
-up to ``DECODE_ROWS``, go weight-first. The GPU runs ``mlx.nn.Linear``
+Several rows (a batch, or English T3's CFG pair) want the weight read once for all of
+them, which BLAS cannot do: ``sgemv`` takes one row and ``sgemm`` first copies the weight
+into packed panels. The optional C extension ``_rows`` (``rows.c``, built by setup.py)
+does it: up to ``DECODE_ROWS`` rows cost little more than one (on 200 MB of Turbo's
+layers, 2-core EPYC: see ``KERNEL_ROWS``). Without it, up to ``MATVEC_ROWS`` rows call
+the loaded BLAS's ``sgemv`` on MLX's buffers, one call per row over blocks of about
+``BLOCK_BYTES`` so that the other rows read each block from cache (four rows 24 ms
+against 8 for one), and more rows go weight-first through ``sgemm``. Both evaluate the
+input: decoding evaluates once per layer instead of once per token, a few milliseconds
+against tens saved. The GPU runs ``mlx.nn.Linear``
 (``chatterbox_mlx.models.layers.Linear``).
 """
 
 from __future__ import annotations
+
+import ctypes
+import importlib.util
+import threading
 
 import mlx.core as mx
 import numpy as np
@@ -27,18 +33,49 @@ from . import blas
 DECODE_ROWS = 16  # up to this many rows, (W @ x^T)^T beats x @ W^T on CPU BLAS
 MATVEC_ROWS = 4  # up to this many rows, one sgemv per row beats one sgemm
 BLOCK_BYTES = 2 << 20  # weight bytes per block when several rows share its reads
+KERNEL_ROWS = range(2, DECODE_ROWS + 1)  # where the C kernel beats sgemv (one row: sgemv)
+
+# libgomp's idle threads spin about 300k iterations after each parallel loop, taking the
+# cores that BLAS and the numpy paths run on between two products; 10k is ~25 us.
+GOMP_SPINCOUNT = "10000"
+
+_kernel_lock = threading.Lock()
+_kernel = None  # the C entry point once looked up; False where the extension is absent
+
+
+def rows_kernel():
+    """``chatterbox_rows_matmul`` of the ``_rows`` extension (ctypes, GIL released), or
+    None where it was not built (no C compiler at install time, or not Linux)."""
+    global _kernel
+    with _kernel_lock:
+        if _kernel is None:
+            _kernel = _load_kernel() or False
+    return _kernel or None
+
+
+def _load_kernel():
+    spec = importlib.util.find_spec(f"{__package__}._rows")
+    if spec is None or spec.origin is None:
+        return None
+    with blas.environment(GOMP_SPINCOUNT=GOMP_SPINCOUNT):
+        library = ctypes.CDLL(spec.origin)
+    function = library.chatterbox_rows_matmul
+    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3
+    function.restype = None
+    return function
 
 
 def matvec(weight: mx.array, x: mx.array, bias: mx.array | None) -> mx.array | None:
-    """``x [rows, in] @ weight [out, in]^T`` (+ ``bias``) for at most ``MATVEC_ROWS``
-    rows by BLAS ``sgemv``, reading MLX's buffers in place; None where that path does
-    not apply (no BLAS loaded, not float32, too many rows, or a weight that is not
-    row-major in memory)."""
-    gemv = blas.sgemv()
-    if gemv is None or weight.dtype != mx.float32 or x.dtype != mx.float32:
+    """``x [rows, in] @ weight [out, in]^T`` (+ ``bias``), reading MLX's buffers in place:
+    by the ``_rows`` kernel for ``KERNEL_ROWS`` rows where it was built, else by BLAS
+    ``sgemv`` for at most ``MATVEC_ROWS``; None where neither applies (not float32, too
+    many rows, a weight that is not row-major in memory, or no kernel and no BLAS)."""
+    if weight.dtype != mx.float32 or x.dtype != mx.float32:
         return None
     rows = x.size // x.shape[-1]
-    if rows > MATVEC_ROWS:
+    kernel = rows_kernel() if rows in KERNEL_ROWS else None
+    gemv = blas.sgemv() if kernel is None and rows <= MATVEC_ROWS else None
+    if kernel is None and gemv is None:
         return None
     w = np.array(weight, copy=False)  # evaluates; a view of MLX's buffer
     if not w.flags.c_contiguous:
@@ -47,8 +84,13 @@ def matvec(weight: mx.array, x: mx.array, bias: mx.array | None) -> mx.array | N
     v = np.ascontiguousarray(np.array(x, copy=False).reshape(rows, in_dims))
     if bias is not None:
         y = np.repeat(np.array(bias, dtype=np.float32)[None], rows, axis=0)
+    elif kernel is not None:
+        y = np.zeros((rows, out_dims), np.float32)
     else:
         y = np.empty((rows, out_dims), np.float32)
+    if kernel is not None:
+        kernel(w.ctypes.data, v.ctypes.data, y.ctypes.data, rows, out_dims, in_dims)
+        return mx.array(y)
     beta = 1.0 if bias is not None else 0.0
     block = out_dims if rows == 1 else max(1, BLOCK_BYTES // (4 * in_dims))
     row_major, no_trans = 101, 111
