@@ -137,7 +137,7 @@ class DecodeBatch:
         embeds = t3.prompt_embeds(request.cond, request.text_tokens, request.sampler, count)
         # room for the first steps only: the batch cache grows as its rows go on
         solo = t3.make_cache(embeds.shape[0], embeds.shape[1] + min(count, GROW_STEPS))
-        logits = t3.step_logits(embeds, solo)
+        logits = t3.prefill_logits(request.cond, embeds, solo)
         draws = exponential_draws(request.noise, request.key, cfg.speech_vocab_size, count)
         active = _Active(
             row,

@@ -17,6 +17,7 @@ from .config import T3Cond, T3Config
 from .decode import T3Step, decode, exponential_draws
 from .gpt2 import GPT2Backbone
 from .llama import LlamaBackbone
+from .prefix import PrefixCache, prefix_key
 from .sampling import Sampler
 
 TokenCallback = Callable[[int, int], None]
@@ -41,6 +42,17 @@ class T3(nn.Module):
             self.speech_pos_emb = LearnedPositionEmbeddings(config.max_speech_tokens + 4, dim)
         self.text_head = Linear(dim, config.text_vocab_size, bias=False)
         self.speech_head = Linear(dim, config.speech_vocab_size, bias=config.is_gpt2)
+        self._prefixes = PrefixCache()  # not a parameter: underscored names are not children
+
+    def update(self, parameters, *args, **kwargs):
+        """``nn.Module.update``; new weights make the cached conditioning prefixes stale."""
+        self._prefixes.clear()
+        return super().update(parameters, *args, **kwargs)
+
+    def update_modules(self, modules, *args, **kwargs):
+        """``nn.Module.update_modules`` (quantization swaps layers); clears the prefixes."""
+        self._prefixes.clear()
+        return super().update_modules(modules, *args, **kwargs)
 
     @property
     def dtype(self):
@@ -252,6 +264,27 @@ class T3(nn.Module):
         """Raw float32 speech logits ``[rows, vocab]`` of the last input position."""
         return self.speech_head(self.tfmr(x, cache)[:, -1]).astype(mx.float32)
 
+    def prefill_logits(self, t3_cond: T3Cond, embeds: mx.array, cache: list) -> mx.array:
+        """``step_logits`` of a whole prompt (``prompt_embeds``) into an empty ``cache``: the
+        conditioning's keys and values come from the prefix cache (computed alone, batch 1,
+        on a miss), then the text and BOS run after them (``prefix.py``)."""
+        length = self._cond_length(t3_cond)
+        key = prefix_key(t3_cond, self.dtype)
+        layers = self._prefixes.get(key)
+        if layers is None:
+            alone = self.make_cache(1, length)
+            self.tfmr(embeds[:1, :length], alone)
+            layers = [(c.keys, c.values) for c in alone]
+            mx.eval(layers)
+            self._prefixes.put(key, layers)
+        rows = embeds.shape[0]
+        for layer_cache, (keys, values) in zip(cache, layers, strict=True):
+            layer_cache.update(
+                mx.broadcast_to(keys, (rows, *keys.shape[1:])),
+                mx.broadcast_to(values, (rows, *values.shape[1:])),
+            )
+        return self.step_logits(embeds[:, length:], cache)
+
     def embed_speech(self, tokens: mx.array, indices: mx.array) -> mx.array:
         """Inputs ``[n, 1, dim]`` of speech tokens ``[n, 1]``, the ``indices[j]``-th
         sampled token of each row (learned speech position ``index + 1``)."""
@@ -280,6 +313,8 @@ class T3(nn.Module):
         cache = self.make_cache(batch, embeds.shape[1] + max_new_tokens)
 
         def step_logits(x: mx.array) -> mx.array:
+            if cache[0].offset == 0:  # the prompt
+                return self.prefill_logits(t3_cond, x, cache)
             return self.step_logits(x, cache)
 
         def embed_token(token: mx.array, index: int) -> mx.array:
