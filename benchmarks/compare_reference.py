@@ -143,6 +143,7 @@ OURS = textwrap.dedent(
         spec = model.variant  # what the one pipeline reads: sampler, tail tokens, flow steps
         params = dict(spec.generation, max_new_tokens=n_tok)
         text_tokens = model._encode(args["text"], None)
+        model.t3.clear_prefixes()  # like for like: the reference prefills the voice every time
         steps = model.t3.generate_steps(model.conds.t3, text_tokens, model._sampler(params),
                                         max_new_tokens=n_tok)
         tokens = [s.token % 6561 for s in steps] + list(spec.tail_tokens)  # see the docstring

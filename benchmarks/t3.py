@@ -113,6 +113,7 @@ def run_mlx(model: T3, variant: str, n_tokens: int, inputs: dict) -> dict:
     )
     text = mx.array(inputs["text"])
     key = mx.random.key(0)
+    model.clear_prefixes()  # like for like: the reference prefills the voice prompt every time
     start = time.perf_counter()
     if variant == "cfg":
         tokens = model.inference(cond, text, max_new_tokens=n_tokens, top_p=1.0, key=key)

@@ -96,10 +96,10 @@ def test_environment_sets_only_missing_variables_and_restores(monkeypatch):
     from chatterbox_mlx.cpu import blas
 
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
-    with blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+    with blas.environment(OPENBLAS_THREAD_TIMEOUT="16"):
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "16"
     assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")  # the user's choice wins
-    with blas._environment(OPENBLAS_THREAD_TIMEOUT="16"):
+    with blas.environment(OPENBLAS_THREAD_TIMEOUT="16"):
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
     assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"

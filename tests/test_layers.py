@@ -20,6 +20,7 @@ import sys
 import chatterbox_mlx  # noqa: F401  (loads BLAS before mlx.core)
 from chatterbox_mlx import cpu
 from chatterbox_mlx.cpu import activations as cpu_activations
+from chatterbox_mlx.cpu import attention as cpu_attention
 from chatterbox_mlx.cpu import blas
 from chatterbox_mlx.cpu import conv as cpu_conv
 from chatterbox_mlx.cpu import linear as cpu_linear
@@ -212,7 +213,8 @@ def sgemv_calls(monkeypatch):
 
 @pytest.fixture
 def rows_kernel_calls(monkeypatch):
-    """Counts the calls of the ``_rows`` extension's kernel (stays 0 where it was not built)."""
+    """Counts the calls of the ``_decode`` extension's several-rows kernel (stays 0 where
+    it was not built)."""
     calls = collections.Counter()
     real_kernel = cpu_linear.rows_kernel()
     if real_kernel is not None:
@@ -225,11 +227,11 @@ def rows_kernel_calls(monkeypatch):
     return calls
 
 
-def require_rows_kernel():
-    """Skip where the ``_rows`` extension was not built; CI sets
+def require_decode_kernel():
+    """Skip where the ``_decode`` extension was not built; CI sets
     CHATTERBOX_MLX_REQUIRE_KERNEL=1, which makes that a failure."""
     if cpu_linear.rows_kernel() is None:
-        message = "the _rows extension was not built (needs a C compiler with OpenMP)"
+        message = "the _decode extension was not built (needs a C compiler with OpenMP)"
         if os.environ.get("CHATTERBOX_MLX_REQUIRE_KERNEL") == "1":
             pytest.fail(message + "; CHATTERBOX_MLX_REQUIRE_KERNEL=1 requires it")
         pytest.skip(message)
@@ -242,7 +244,7 @@ def require_rows_kernel():
 def test_cpu_linear_matches_mlx_linear(
     shape, bias, cpu_paths, kernel_calls, sgemv_calls, rows_kernel_calls
 ):
-    """One row: BLAS sgemv (when a BLAS is loaded); 2 to 16 rows: the ``_rows`` kernel where it
+    """One row: BLAS sgemv (when a BLAS is loaded); 2 to 16 rows: the ``_decode`` kernel where it
     was built, else sgemv per row up to 4 and W @ x^T up to 16; more: MLX."""
     ours, theirs = layers.Linear(48, 80, bias=bias), nn.Linear(48, 80, bias=bias)
     if bias:
@@ -266,7 +268,7 @@ def test_rows_kernel_matches_mlx_product(rows, with_bias):
     """Every row count the kernel has code for, and more than one group of 8; 3001 inputs
     leave a tail after the last 8-wide vector, and 50 outputs of 3001 inputs make three
     tiles of 21 (256 KiB each) split over the threads, the last one short."""
-    require_rows_kernel()
+    require_decode_kernel()
     rng = np.random.default_rng(rows)
     weight = mx.array(rng.standard_normal((50, 3001)).astype(np.float32))
     bias = mx.array(rng.standard_normal(50).astype(np.float32)) if with_bias else None
@@ -278,12 +280,12 @@ def test_rows_kernel_matches_mlx_product(rows, with_bias):
         cpu_linear.rows_kernel()(w.ctypes.data, v.ctypes.data, out.ctypes.data, 1, 50, 3001)
         y = mx.array(out)
     expected = x @ weight.T + (bias if with_bias else 0)
-    assert_close(y, expected, RTOL, f"_rows kernel, {rows} rows")
+    assert_close(y, expected, RTOL, f"_decode kernel, {rows} rows")
 
 
 def test_rows_kernel_serves_several_threads_at_once():
     """Two threads' products at once (one model serving two requests) each get their own."""
-    require_rows_kernel()
+    require_decode_kernel()
     rng = np.random.default_rng(9)
     weight = mx.array(rng.standard_normal((300, 1024)).astype(np.float32))
     inputs = [mx.array(rng.standard_normal((4, 1024)).astype(np.float32)) for _ in range(8)]
@@ -291,13 +293,13 @@ def test_rows_kernel_serves_several_threads_at_once():
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         outputs = list(pool.map(lambda x: cpu_linear.matvec(weight, x, None), inputs))
     for y, want in zip(outputs, expected, strict=True):
-        assert_close(y, want, RTOL, "_rows kernel from several threads")
+        assert_close(y, want, RTOL, "_decode kernel from several threads")
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matvec_uses_blas_when_loaded(rows, with_bias, monkeypatch, sgemv_calls):
-    """Without the ``_rows`` kernel, several rows read the weight in blocks: blocks of 7 of
+    """Without the ``_decode`` kernel, several rows read the weight in blocks: blocks of 7 of
     its 30 rows leave a remainder."""
     monkeypatch.setattr(cpu_linear, "rows_kernel", lambda: None)
     monkeypatch.setattr(cpu_linear, "BLOCK_BYTES", 7 * 20 * 4)
@@ -375,13 +377,45 @@ def test_numpy_causal_attention_matches_mx_fast_causal(cached, kv_heads, cpu_pat
     assert kernel_calls["attention.attention"] == 1
 
 
-def test_a_single_query_attends_through_mx_fast(cpu_paths, kernel_calls):
-    """T3's decode step: one query, where ``mx.fast`` is the faster path on the CPU too."""
-    rng = np.random.default_rng(6)
-    q, k, v = (mx.array(rng.standard_normal((1, 4, n, 8)).astype(np.float32)) for n in (1, 7, 7))
-    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35)
-    assert_close(layers.attention(q, k, v, 0.35), expected, RTOL, "one query")
+@pytest.mark.parametrize("keys", [1, 7, 37])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_single_query_attends_through_the_c_kernel(keys, kv_heads, padded, cpu_paths,
+                                                    kernel_calls):  # fmt: skip
+    """T3's decode step: one query per row over views of a longer cache buffer (as
+    ``KVCache`` hands them out), with fewer kv heads (grouped-query attention), and the
+    batch cache's padding mask ``[B, 1, 1, S]`` hiding a row's first keys."""
+    require_decode_kernel()
+    rng = np.random.default_rng(keys + kv_heads)
+    q = mx.array(rng.standard_normal((3, 4, 1, 16)).astype(np.float32))
+    buffers = [
+        mx.array(rng.standard_normal((3, kv_heads, 50, 16)).astype(np.float32)) for _ in "kv"
+    ]
+    k, v = (b[:, :, :keys] for b in buffers)
+    bias = None
+    if padded:
+        hidden = np.arange(keys)[None] < np.array([0, keys // 2, keys - 1])[:, None]
+        bias = mx.array(np.where(hidden, -np.inf, 0).astype(np.float32)[:, None, None])
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask=bias)
+    assert_close(layers.attention(q, k, v, 0.35, bias), expected, RTOL, "one query")
+    assert kernel_calls["attention.single_query"] == 1
     assert kernel_calls["attention.attention"] == 0
+
+
+def test_a_single_query_the_kernel_cannot_take_goes_to_mx_fast(cpu_paths):
+    """A head size not a multiple of 8, or a bias per head: ``mx.fast``, same result; a NaN
+    in the query comes out as NaN (so T3's non-finite check still sees it)."""
+    rng = np.random.default_rng(6)
+    q, k, v = (mx.array(rng.standard_normal((1, 4, n, 6)).astype(np.float32)) for n in (1, 7, 7))
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35)
+    assert_close(layers.attention(q, k, v, 0.35), expected, RTOL, "head size 6")
+    q, k, v = (mx.array(rng.standard_normal((1, 4, n, 8)).astype(np.float32)) for n in (1, 7, 7))
+    per_head = mx.array(rng.standard_normal((1, 4, 1, 7)).astype(np.float32))
+    assert cpu_attention.single_query(q, k, v, 0.35, per_head) is None
+    expected = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask=per_head)
+    assert_close(layers.attention(q, k, v, 0.35, per_head), expected, RTOL, "per-head bias")
+    poisoned = mx.where(mx.arange(8) == 3, mx.array(float("nan")), q)
+    assert bool(mx.isnan(layers.attention(poisoned, k, v, 0.35)).all())
     with pytest.raises(ValueError, match='"causal"'):
         layers.attention(q, k, v, 0.35, "upper")
     with pytest.raises(ValueError, match="at least as many keys as queries, got 7 queries and 1"):
@@ -647,6 +681,7 @@ def _every_dispatcher() -> list[mx.array]:
     return [
         layers.attention(q, k, v, 0.5, randn(1, 2, 5, 5)),
         layers.attention(q, k, v, 0.5, "causal"),
+        layers.attention(randn(1, 2, 1, 8), randn(1, 2, 5, 8), randn(1, 2, 5, 8), 0.5),  # decode
         layers.mish(x),
         layers.elu(x),
         layers.sin(x),
@@ -661,8 +696,8 @@ def _every_dispatcher() -> list[mx.array]:
         layers.GELU()(x),
         layers.fsmn_memory(x, randn(4, 5), 2, 2),
         linear(x[:, :1]),  # one row: sgemv
-        linear(x[:, :3]),  # a few rows: sgemv per row
-        linear(x[:, :6]),  # more rows: weight-first
+        linear(x[:, :3]),  # a few rows: the C kernel (or sgemv per row)
+        linear(x[:, :6]),  # more rows: the C kernel (or weight-first)
         linear(randn(1, 20, 4)),  # MLX
         layers.conv1d(x, w, padding=1),  # per tap
         layers.conv1d(x, w, stride=2, dilation=2),  # im2col

@@ -42,12 +42,12 @@ def test_one_voice_prefix_serves_every_text_and_a_hit_speaks_as_a_miss(models, v
     first = random_row(model, rng, prompt=40, text=12, tokens=12, sampler=sampler, seed=1)
     other = random_row(model, rng, prompt=40, text=20, tokens=12, sampler=sampler, seed=2)
     other = replace(other, cond=first.cond)  # another text in the same voice
-    model._prefixes.clear()
+    model.clear_prefixes()
     tokens_first = [s.token for s in alone(model, first)]
     assert len(model._prefixes) == 1
     tokens_hit = [s.token for s in alone(model, other)]
     assert len(model._prefixes) == 1, "the same voice was computed again"
-    model._prefixes.clear()
+    model.clear_prefixes()
     assert [s.token for s in alone(model, other)] == tokens_hit
     assert [s.token for s in alone(model, first)] == tokens_first
 
@@ -58,7 +58,7 @@ def test_two_pass_prefill_matches_one_pass(models, variant):
     row = random_row(model, rng, prompt=30, text=9, tokens=8, sampler=sampler_for(model), seed=3)
     embeds = model.prompt_embeds(row.cond, row.text_tokens, row.sampler, 8)
     one_pass = model.step_logits(embeds, model.make_cache(embeds.shape[0], embeds.shape[1]))
-    model._prefixes.clear()
+    model.clear_prefixes()
     for attempt in ("miss", "hit"):
         cache = model.make_cache(embeds.shape[0], embeds.shape[1])
         two_pass = model.prefill_logits(row.cond, embeds, cache)
@@ -95,7 +95,7 @@ def test_the_cache_keeps_the_most_recent_voices():
 def test_new_weights_clear_the_prefixes(models):
     model, rng = models["gpt2"], np.random.default_rng(6)
     row = random_row(model, rng, prompt=20, text=6, tokens=3, sampler=Sampler.turbo(), seed=4)
-    model._prefixes.clear()
+    model.clear_prefixes()
     alone(model, row)
     assert len(model._prefixes) == 1
     model.update(model.parameters())

@@ -15,7 +15,8 @@ them when the default device is the CPU and the switch is on, and to the MLX for
 - ``conv``: convolutions as BLAS products (per tap, im2col, matmul + overlap-add), Snake
   fused with the conv after it (HiFT), the S3Tokenizer's FSMN memory in numpy;
 - ``lstm``: the LSTM recurrence (VoiceEncoder) in numpy, one ``sgemm`` per step;
-- ``linear``: decode-sized ``Linear`` (``sgemv`` on MLX's buffers, weight-first products).
+- ``linear``: decode-sized ``Linear`` (``sgemv`` on MLX's buffers, the optional ``_rows``
+  C kernel for several rows, weight-first products).
 
 ``CHATTERBOX_MLX_CPU_KERNELS=off`` (read once, when this package is imported) turns every
 path in ``attention``, ``activations``, ``conv``, ``linear`` and ``lstm`` off, so the CPU

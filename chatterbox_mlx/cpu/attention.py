@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mlx.core as mx
 import numpy as np
 
-from . import blas
+from . import blas, native
 from .arrays import numpy_buffer
 
 
@@ -64,6 +64,48 @@ def attention(
         else:
             attend(pairs)
     return mx.array(out)
+
+
+def single_query(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, bias: mx.array | None = None
+) -> mx.array | None:
+    """``attention`` for one query per (batch, head), T3's decode step, by the C kernel
+    (``decode.c``) on the cache's own buffers (``k``/``v`` may be views of its first
+    positions); ``bias`` broadcasts to ``[B, 1, 1, S]`` (the padding mask). None where the
+    kernel does not apply (not built, a head size not a multiple of 8, a per-head bias)."""
+    kernel = native.decode_attention()
+    if kernel is None or q.shape[2] != 1:
+        return None
+    batch, heads, _, dim = q.shape
+    if bias is not None and (bias.ndim != 4 or bias.shape[1] != 1 or bias.shape[2] != 1):
+        return None
+    mx.eval(q, k, v, *(() if bias is None else (bias,)))
+    qn = np.ascontiguousarray(numpy_buffer(q))
+    kn, vn = numpy_buffer(k), numpy_buffer(v)
+    keys = kn.shape[2]
+    if kn.strides != vn.strides or kn.strides[2:] != (4 * dim, 4) or kn.shape[0] != batch:
+        return None
+    if bias is not None:
+        bias = np.ascontiguousarray(
+            np.broadcast_to(numpy_buffer(bias), (batch, 1, 1, keys)), np.float32
+        )
+    out = np.empty((batch, heads, 1, dim), np.float32)
+    failed = kernel(
+        qn.ctypes.data,
+        kn.ctypes.data,
+        vn.ctypes.data,
+        None if bias is None else bias.ctypes.data,
+        out.ctypes.data,
+        batch,
+        heads,
+        kn.shape[1],
+        keys,
+        dim,
+        kn.strides[0] // 4,
+        kn.strides[1] // 4,
+        scale,
+    )
+    return None if failed else mx.array(out)
 
 
 @functools.lru_cache(maxsize=8)

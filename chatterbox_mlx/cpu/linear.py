@@ -8,66 +8,39 @@ forwarding on x86) streams a row-major weight about 1.6x faster as the left oper
 
 Several rows (a batch, or English T3's CFG pair) want the weight read once for all of
 them, which BLAS cannot do: ``sgemv`` takes one row and ``sgemm`` first copies the weight
-into packed panels. The optional C extension ``_rows`` (``rows.c``, built by setup.py)
-does it: up to ``DECODE_ROWS`` rows cost little more than one (on 200 MB of Turbo's
-layers, 2-core EPYC: see ``KERNEL_ROWS``). Without it, up to ``MATVEC_ROWS`` rows call
-the loaded BLAS's ``sgemv`` on MLX's buffers, one call per row over blocks of about
-``BLOCK_BYTES`` so that the other rows read each block from cache (four rows 24 ms
-against 8 for one), and more rows go weight-first through ``sgemm``. Both evaluate the
-input: decoding evaluates once per layer instead of once per token, a few milliseconds
-against tens saved. The GPU runs ``mlx.nn.Linear``
+into packed panels. The optional C extension (``decode.c``, built by setup.py; ``native.py``)
+does it (``benchmarks/rows_kernel.py``, 192 MB of Turbo's layers, 2-core EPYC: one row
+9.6 ms, 2 rows 10.5, 4 rows 14.3, 8 rows 18.7, 16 rows 33, where ``sgemm`` takes 22-33
+ms at any of them). One row stays on ``sgemv`` (10.4 ms there: a tie). Without the
+extension, up to ``MATVEC_ROWS`` rows call the loaded BLAS's ``sgemv`` on MLX's buffers,
+one call per row over blocks of about ``BLOCK_BYTES`` so that the other rows read each
+block from cache (four rows 22 ms), and more rows go weight-first through ``sgemm``.
+Both evaluate the input: decoding evaluates once per layer instead of once per token, a
+few milliseconds against tens saved. The GPU runs ``mlx.nn.Linear``
 (``chatterbox_mlx.models.layers.Linear``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-import threading
-
 import mlx.core as mx
 import numpy as np
 
-from . import blas
+from . import blas, native
 
 DECODE_ROWS = 16  # up to this many rows, (W @ x^T)^T beats x @ W^T on CPU BLAS
 MATVEC_ROWS = 4  # up to this many rows, one sgemv per row beats one sgemm
 BLOCK_BYTES = 2 << 20  # weight bytes per block when several rows share its reads
 KERNEL_ROWS = range(2, DECODE_ROWS + 1)  # where the C kernel beats sgemv (one row: sgemv)
 
-# libgomp's idle threads spin about 300k iterations after each parallel loop, taking the
-# cores that BLAS and the numpy paths run on between two products; 10k is ~25 us.
-GOMP_SPINCOUNT = "10000"
-
-_kernel_lock = threading.Lock()
-_kernel = None  # the C entry point once looked up; False where the extension is absent
-
 
 def rows_kernel():
-    """``chatterbox_rows_matmul`` of the ``_rows`` extension (ctypes, GIL released), or
-    None where it was not built (no C compiler at install time, or not Linux)."""
-    global _kernel
-    with _kernel_lock:
-        if _kernel is None:
-            _kernel = _load_kernel() or False
-    return _kernel or None
-
-
-def _load_kernel():
-    spec = importlib.util.find_spec(f"{__package__}._rows")
-    if spec is None or spec.origin is None:
-        return None
-    with blas.environment(GOMP_SPINCOUNT=GOMP_SPINCOUNT):
-        library = ctypes.CDLL(spec.origin)
-    function = library.chatterbox_rows_matmul
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3
-    function.restype = None
-    return function
+    """The ``_decode`` extension's several-rows product, or None where it was not built."""
+    return native.rows_matmul()
 
 
 def matvec(weight: mx.array, x: mx.array, bias: mx.array | None) -> mx.array | None:
     """``x [rows, in] @ weight [out, in]^T`` (+ ``bias``), reading MLX's buffers in place:
-    by the ``_rows`` kernel for ``KERNEL_ROWS`` rows where it was built, else by BLAS
+    by the C kernel for ``KERNEL_ROWS`` rows where it was built, else by BLAS
     ``sgemv`` for at most ``MATVEC_ROWS``; None where neither applies (not float32, too
     many rows, a weight that is not row-major in memory, or no kernel and no BLAS)."""
     if weight.dtype != mx.float32 or x.dtype != mx.float32:

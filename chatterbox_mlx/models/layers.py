@@ -87,8 +87,9 @@ def attention(
 ) -> mx.array:
     """softmax(q k^T * scale + bias) v over ``[B, H, T, D]``; ``bias`` is additive and
     broadcasts to ``[B, H, T, S]``, or ``"causal"`` (as ``mx.fast``'s: the last query sees
-    every key). On the CPU in numpy, except for a single query, where ``mx.fast`` is
-    faster (0.11 against 0.19 ms over 400 keys and 16 heads)."""
+    every key). On the CPU in numpy; a single query (T3's decode step) by the C kernel
+    where it was built (``cpu/decode.c``), else ``mx.fast``, faster there than numpy (0.11
+    against 0.19 ms over 400 keys and 16 heads)."""
     if isinstance(bias, str) and bias != "causal":
         raise ValueError(f'attention: bias must be an array, "causal" or None, got {bias!r}')
     if isinstance(bias, str) and q.shape[2] > k.shape[2]:
@@ -97,8 +98,11 @@ def attention(
             f"queries and {k.shape[2]} keys (the first queries would see no key)"
         )
     array_bias = None if isinstance(bias, str) else bias
-    if q.shape[2] > 1 and _numpy_path(q, k, v, array_bias):
-        return _attention.attention(q, k, v, scale, bias)
+    if _numpy_path(q, k, v, array_bias):
+        if q.shape[2] > 1:
+            return _attention.attention(q, k, v, scale, bias)
+        if (out := _attention.single_query(q, k, v, scale, array_bias)) is not None:
+            return out
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=bias)
 
 

@@ -44,14 +44,18 @@ class T3(nn.Module):
         self.speech_head = Linear(dim, config.speech_vocab_size, bias=config.is_gpt2)
         self._prefixes = PrefixCache()  # not a parameter: underscored names are not children
 
+    def clear_prefixes(self) -> None:
+        """Forget every voice's cached conditioning prefix (``prefix.py``)."""
+        self._prefixes.clear()
+
     def update(self, parameters, *args, **kwargs):
         """``nn.Module.update``; new weights make the cached conditioning prefixes stale."""
-        self._prefixes.clear()
+        self.clear_prefixes()
         return super().update(parameters, *args, **kwargs)
 
     def update_modules(self, modules, *args, **kwargs):
         """``nn.Module.update_modules`` (quantization swaps layers); clears the prefixes."""
-        self._prefixes.clear()
+        self.clear_prefixes()
         return super().update_modules(modules, *args, **kwargs)
 
     @property
