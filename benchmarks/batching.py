@@ -132,9 +132,9 @@ def s3gen_rounds(args) -> None:
     """S3Gen over ``--s3gen-chunks`` chunks of ``--tokens`` tokens each: the flow and HiFT
     per chunk against one call over all of them as a batch (equal lengths, so no padding
     or length mask: the most a batched S3Gen could win), in alternating rounds."""
+    model = load(args.model, args.variant)  # imports chatterbox_mlx (its BLAS) before mlx.core
     import mlx.core as mx
 
-    model = load(args.model, args.variant)
     s3gen, gen = model.s3gen, model.conds.gen
     chunks, steps = args.s3gen_chunks, model.variant.flow_steps
     tokens = mx.random.randint(0, 6561, (chunks, args.tokens), key=mx.random.key(0))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
+from ..constants import DEFAULT_BATCH_SIZE, STREAM_CHUNK_SCHEDULE, STREAM_PROMPT_TOKENS
 from ..params import parse_schedule
 
 # The sampling keywords of ``generate`` that the command lines take as options.
@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=batch_size_argument,
         metavar="N",
-        help="text chunks (or --lines) that T3 decodes together (default 1: one at a time)",
+        help="text chunks (or --lines) that T3 decodes together "
+        f"(default {DEFAULT_BATCH_SIZE}; 1: one at a time)",
     )
     out = p.add_argument_group("output")
     out.add_argument(

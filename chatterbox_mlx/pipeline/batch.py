@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import mlx.core as mx
 
+from ..constants import DEFAULT_BATCH_SIZE
 from ..models.t3.batch import FILTERED, MAX_NEW_TOKENS, STOP_TOKEN, BatchRow, RowToken
 from .requests import Chunk, Request
 
-DEFAULT_BATCH_SIZE = 1  # chunk by chunk until a quiet sitting shows the win (docs/batching.md)
 MAX_BATCH_SIZE = 64
 
 
