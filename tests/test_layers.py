@@ -196,35 +196,29 @@ def test_channel_mismatch_is_named():
 # ------------------------------------------------------------------ Linear
 
 
+def count_calls(monkeypatch, module, getter: str) -> collections.Counter:
+    """Counts, under ``getter``, the calls of the function ``module.getter()`` hands out
+    (stays 0 where it hands out None: no BLAS loaded, no extension built)."""
+    calls = collections.Counter()
+    real = getattr(module, getter)()
+    if real is not None:
+
+        def counting(*args):
+            calls[getter] += 1
+            return real(*args)
+
+        monkeypatch.setattr(module, getter, lambda: counting)
+    return calls
+
+
 @pytest.fixture
 def sgemv_calls(monkeypatch):
-    """Counts the calls of the loaded BLAS's ``sgemv`` (stays 0 where none is loaded)."""
-    calls = collections.Counter()
-    real_sgemv = blas.sgemv()
-    if real_sgemv is not None:
-
-        def counting_sgemv(*args):
-            calls["sgemv"] += 1
-            return real_sgemv(*args)
-
-        monkeypatch.setattr(blas, "sgemv", lambda: counting_sgemv)
-    return calls
+    return count_calls(monkeypatch, blas, "sgemv")
 
 
 @pytest.fixture
 def rows_kernel_calls(monkeypatch):
-    """Counts the calls of the ``_decode`` extension's several-rows kernel (stays 0 where
-    it was not built)."""
-    calls = collections.Counter()
-    real_kernel = cpu_linear.rows_kernel()
-    if real_kernel is not None:
-
-        def counting_kernel(*args):
-            calls["rows"] += 1
-            return real_kernel(*args)
-
-        monkeypatch.setattr(cpu_linear, "rows_kernel", lambda: counting_kernel)
-    return calls
+    return count_calls(monkeypatch, cpu_linear, "rows_kernel")
 
 
 def require_decode_kernel():
@@ -258,7 +252,7 @@ def test_cpu_linear_matches_mlx_linear(
     assert kernel_calls["linear.linear"] == (rows <= cpu_linear.DECODE_ROWS)
     by_kernel = cpu_linear.rows_kernel() is not None and rows in cpu_linear.KERNEL_ROWS
     by_gemv = blas.loaded_path is not None and rows <= cpu_linear.MATVEC_ROWS and not by_kernel
-    assert rows_kernel_calls["rows"] == int(by_kernel)
+    assert rows_kernel_calls["rows_kernel"] == int(by_kernel)
     assert sgemv_calls["sgemv"] == (rows if by_gemv else 0)  # 80 x 48 weights: one block
 
 

@@ -212,8 +212,10 @@ def test_sixteen_faulty_clients_then_sigterm(tmp_path):
         "--model", str(short_voice_dir("nano")), "--voices", str(tmp_path / "v"),
         "--no-watermark", "--api-key", KEY, "--max-new-tokens", str(TOKENS),
         "--chunk-tokens", "2", "--max-queue", "6", "--request-timeout", "5",
-        "--shutdown-grace", "5",
+        "--shutdown-grace", "5", "--max-batch", "1",
     )  # fmt: skip
+    # --max-batch 1: one request runs and the others wait, so the SIGTERM finds a queue to
+    # answer; batched, 16 requests of 6 tokens can all be running or done by then
     server = CliServer(*args)
     try:
         crowd = Crowd(server.url)
