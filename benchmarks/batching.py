@@ -78,9 +78,10 @@ def child(args) -> dict:
     kwargs = dict(max_new_tokens=args.tokens, seed=0, watermark=False, **lang)
     warm_up(model, kwargs)
     size, out = args.size, {}
-    texts = [sentence(i) for i in range(size)]
+    texts = [sentence(i, args.words) for i in range(size)]
     if args.child == "batch":
         rows = t3_rows(model, texts, args.tokens, language)
+        out["text_tokens"] = sum(row.text_tokens.shape[-1] for row in rows) / size
         started = time.perf_counter()
         count, joined = 0, None
         for event in model.t3.generate_batch(rows, batch_size=size):
@@ -101,7 +102,7 @@ def child(args) -> dict:
         model.generate_batch(texts, batch_size=1, **kwargs)
         out["e2e_s"] = time.perf_counter() - started
     else:  # long: one generate() of 8 sentences
-        text = " ".join(sentence(i) for i in range(8))
+        text = " ".join(sentence(i, args.words) for i in range(8))
         started = time.perf_counter()
         model.generate(text, batch_size=size, **kwargs)
         out["e2e_s"] = time.perf_counter() - started
@@ -173,7 +174,7 @@ def s3gen_rounds(args) -> None:
 
 def run_child(args, what: str, size: int) -> dict:
     cmd = [sys.executable, __file__, "--child", what, "--size", str(size), "--variant",
-           args.variant, "--tokens", str(args.tokens)]  # fmt: skip
+           args.variant, "--tokens", str(args.tokens), "--words", str(args.words)]  # fmt: skip
     if args.t3_only:
         cmd.append("--t3-only")
     if args.model:
@@ -193,10 +194,12 @@ def main() -> None:
     p.add_argument("--variant", choices=list(VARIANTS), default="turbo")
     p.add_argument("--batch", default="1,2,4,8", help="batch sizes, comma-separated")
     p.add_argument("--tokens", type=int, default=30, help="speech tokens per row")
+    p.add_argument("--words", type=int, default=36, help="words per row's sentence")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--long-batch", type=int, default=4, help="batch size of the long text")
     p.add_argument("--no-long", action="store_true", help="skip the long-text case")
     p.add_argument("--t3-only", action="store_true", help="T3 alone: no end-to-end runs")
+    p.add_argument("--long-only", action="store_true", help="only the long-text case")
     p.add_argument("--model", help="converted or original model directory")
     p.add_argument("--json", help="write the rows here (a list of objects)")
     p.add_argument(
@@ -217,8 +220,8 @@ def main() -> None:
         return
     sizes = sorted({int(b) for b in args.batch.split(",")} | {1})
     runs: dict[tuple[str, int], list[dict]] = {}
-    plan = [("batch", b) for b in sizes]
-    if not args.t3_only:
+    plan = [] if args.long_only else [("batch", b) for b in sizes]
+    if not args.t3_only and not args.long_only:
         plan += [("sequential", b) for b in sizes if b > 1]
     if not args.no_long and not args.t3_only:
         plan += [("long", 1), ("long", args.long_batch)]
@@ -235,10 +238,15 @@ def report(args, sizes, runs) -> None:
         values = [r[key] for r in runs[(what, size)]]
         return (min(values) if low else max(values)), values
 
+    if args.long_only:
+        report_long(args, runs)
+        return
     base_rate, _ = best("batch", 1, "t3_tokens_per_s", low=False)
     base_rss, _ = best("batch", 1, "peak_rss_mb")
-    print(f"{args.variant}, {args.tokens} speech tokens per row, {args.rounds} alternating "
-          "rounds (best, with the range)")  # fmt: skip
+    text_tokens = runs[("batch", 1)][0]["text_tokens"]
+    print(f"{args.variant}, {args.words}-word sentences ({text_tokens:.0f} text tokens), "
+          f"{args.tokens} speech tokens per row, {args.rounds} alternating rounds (best, "
+          "with the range)")  # fmt: skip
     base_decode, _ = best("batch", 1, "t3_decode_tokens_per_s", low=False)
     print("batch  T3 tok/s (range)      x b1  decode tok/s  x b1  prefill s  "
           "e2e s (range)        x seq  peak RSS MB  x b1")  # fmt: skip
@@ -264,18 +272,23 @@ def report(args, sizes, runs) -> None:
               f"{decode:12.2f}  {decode / base_decode:4.2f}  {prefill:9.2f}  {e2e_text}  "
               f"{rss:11.0f}  {rss / base_rss:4.2f}")  # fmt: skip
     if ("long", 1) in runs:
-        one, ones = best("long", 1, "e2e_s")
-        many, manys = best("long", args.long_batch, "e2e_s")
-        chunks = runs[("long", 1)][0]["chunks"]
-        print(f"long text ({chunks} chunks, one generate()): batch_size=1 {one:.2f} s "
-              f"({spread(ones)}), batch_size={args.long_batch} {many:.2f} s ({spread(manys)}): "
-              f"{one / many:.2f}x")  # fmt: skip
+        report_long(args, runs)
     if args.json:
         sys.path.insert(0, str(ROOT))
         from chatterbox_mlx.files import atomic_write
 
         with atomic_write(args.json) as f:
             f.write((json.dumps(rows, indent=1) + "\n").encode())
+
+
+def report_long(args, runs) -> None:
+    ones = [r["e2e_s"] for r in runs[("long", 1)]]
+    manys = [r["e2e_s"] for r in runs[("long", args.long_batch)]]
+    chunks = runs[("long", 1)][0]["chunks"]
+    print(f"long text (8 {args.words}-word sentences, {chunks} chunks of {args.tokens} speech "
+          f"tokens, one generate()): batch_size=1 {min(ones):.2f} s ({spread(ones)}), "
+          f"batch_size={args.long_batch} {min(manys):.2f} s ({spread(manys)}): "
+          f"{min(ones) / min(manys):.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
