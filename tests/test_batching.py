@@ -245,6 +245,29 @@ def test_cache_merge_and_filter_keep_each_rows_keys():
     assert a.mask(1) is None and a.mask(3) == "causal"
 
 
+def test_rows_merged_together_equal_rows_merged_one_by_one():
+    rng = np.random.default_rng(8)
+
+    def filled(rows: int, length: int, capacity: int) -> BatchKVCache:
+        keys = mx.array(rng.standard_normal((rows, 2, length, 4)).astype(np.float32))
+        cache = BatchKVCache.empty(rows, 2, 4, capacity, mx.float32)
+        cache.update(keys, keys * 2)
+        return cache
+
+    parts = [filled(2, 5, 9), filled(1, 9, 10), filled(1, 3, 12)]
+    together = BatchKVCache(parts[0].keys, parts[0].values, 5, [1, 0])
+    together.merge(*parts[1:])
+    one_by_one = BatchKVCache(parts[0].keys, parts[0].values, 5, [1, 0])
+    for part in parts[1:]:
+        one_by_one.merge(part)
+    assert together.offset == one_by_one.offset == 9
+    assert together.left_padding == one_by_one.left_padding == [5, 4, 0, 6]
+    assert together.keys.shape == one_by_one.keys.shape == (4, 2, 12, 4)
+    np.testing.assert_array_equal(np.array(together.keys), np.array(one_by_one.keys))
+    np.testing.assert_array_equal(np.array(together.values), np.array(one_by_one.values))
+    assert (np.array(together.keys)[3, :, :6] == 0).all()  # padding holds zeros
+
+
 def test_cache_grows_past_its_capacity():
     cache = BatchKVCache.empty(1, 1, 2, 2, mx.float32)
     for step in range(5):

@@ -122,16 +122,19 @@ class DecodeBatch:
 
     A caller that schedules rows itself (the server's continuous batching) goes round:
     ``join`` new rows, ``read`` every row's pending token (finished rows leave), ``step``;
-    ``remove`` drops rows between rounds (a client that left)."""
+    ``remove`` drops rows between rounds (a client that left). The rows joined since the
+    last round enter the cache together (one copy of the batch, however many joined)."""
 
     def __init__(self, t3):
         self.t3 = t3
         self.actives: list[_Active] = []
         self.cache: list[BatchKVCache] | None = None
+        self.joining: list[list[BatchKVCache]] = []  # per joined row, per layer
         self.ids = mx.arange(t3.config.speech_vocab_size)
 
     def join(self, row: int, request: BatchRow) -> None:
-        """Prefill ``request`` alone, sample its first token, merge it into the batch."""
+        """Prefill ``request`` alone and sample its first token; its cache rows enter the
+        batch's at the next ``read``, ``remove`` or ``step``."""
         t3, cfg = self.t3, self.t3.config
         count = int(request.max_new_tokens)
         embeds = t3.prompt_embeds(request.cond, request.text_tokens, request.sampler, count)
@@ -150,16 +153,24 @@ class DecodeBatch:
         )
         sample_rows([active], logits)
         mx.eval(active.pending)
-        caches = [BatchKVCache(c.keys, c.values, c.offset, [0] * c.keys.shape[0]) for c in solo]
-        if self.cache is None:
-            self.cache = caches
-        else:
-            for mine, theirs in zip(self.cache, caches, strict=True):
-                mine.merge(theirs)
+        self.joining.append(
+            [BatchKVCache(c.keys, c.values, c.offset, [0] * c.keys.shape[0]) for c in solo]
+        )
         self.actives.append(active)
+
+    def _merge_joining(self) -> None:
+        if not self.joining:
+            return
+        if self.cache is None:
+            self.cache = self.joining.pop(0)
+        if self.joining:
+            for layer, *theirs in zip(self.cache, *self.joining, strict=True):
+                layer.merge(*theirs)
+        self.joining = []
 
     def read(self) -> list[RowToken]:
         """Every row's pending sample as a ``RowToken``; finished rows leave the batch."""
+        self._merge_joining()
         mx.eval([a.pending for a in self.actives])
         events = [self.read_row(active) for active in self.actives]
         self._keep([a for a, e in zip(self.actives, events, strict=True) if e.finished is None])
@@ -167,6 +178,7 @@ class DecodeBatch:
 
     def remove(self, rows) -> None:
         """Drop the rows ``rows`` (their indices as joined) from the batch."""
+        self._merge_joining()
         self._keep([a for a in self.actives if a.row not in rows])
 
     def _keep(self, keep: list[_Active]) -> None:
@@ -192,6 +204,7 @@ class DecodeBatch:
 
     def step(self) -> None:
         """One forward pass over every row; each row's next sample becomes pending."""
+        self._merge_joining()
         tokens = mx.concatenate([a.pending[0] for a in self.actives], axis=0)
         indices = mx.array([a.index - 1 for a in self.actives])
         embeds = self.t3.embed_speech(tokens, indices)

@@ -117,33 +117,28 @@ class BatchKVCache:
         self.left_padding = [p - trim for p in pads]
         mx.eval(self.keys, self.values)
 
-    def merge(self, other: BatchKVCache) -> None:
-        """Append ``other``'s rows; the shorter side is padded on the left so that both
-        write their next position at the same column."""
-        length = max(self.offset, other.offset)
-        room = max(self.keys.shape[2], other.keys.shape[2]) - length
-        keys, values = [], []
-        for cache in (self, other):
-            pad = length - cache.offset
-            keys.append(_shifted(cache.keys, cache.offset, pad, room))
-            values.append(_shifted(cache.values, cache.offset, pad, room))
-        pads = [p + length - self.offset for p in self.left_padding]
-        pads += [p + length - other.offset for p in other.left_padding]
-        self.keys = mx.concatenate(keys, axis=0)
-        self.values = mx.concatenate(values, axis=0)
+    def merge(self, *others: BatchKVCache) -> None:
+        """Append the rows of ``others``, in order; shorter sides are padded on the left so
+        that every row writes its next position at the same column. One copy of every
+        row, however many join at once."""
+        caches = (self, *others)
+        length = max(c.offset for c in caches)
+        capacity = max(length, *(c.keys.shape[2] for c in caches))
+        rows = sum(c.rows for c in caches)
+        _, heads, _, dim = self.keys.shape
+        keys = mx.zeros((rows, heads, capacity, dim), self.keys.dtype)
+        values = mx.zeros((rows, heads, capacity, dim), self.values.dtype)
+        pads, first = [], 0
+        for cache in caches:
+            shift = length - cache.offset
+            last = first + cache.rows
+            keys[first:last, :, shift:length] = cache.keys[:, :, : cache.offset]
+            values[first:last, :, shift:length] = cache.values[:, :, : cache.offset]
+            pads += [p + shift for p in cache.left_padding]
+            first = last
+        self.keys, self.values = keys, values
         self.offset, self.left_padding = length, pads
         mx.eval(self.keys, self.values)
-
-
-def _shifted(buffer: mx.array, filled: int, pad: int, room: int) -> mx.array:
-    """``buffer``'s first ``filled`` columns after ``pad`` zero columns, ``room`` free after."""
-    rows, heads, _, dim = buffer.shape
-    parts = [buffer[:, :, :filled]]
-    if pad:
-        parts.insert(0, mx.zeros((rows, heads, pad, dim), buffer.dtype))
-    if room > 0:
-        parts.append(mx.zeros((rows, heads, room, dim), buffer.dtype))
-    return mx.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
 
 
 def attention_mask(length: int) -> str | None:
