@@ -129,7 +129,7 @@ class DecodeBatch:
         self.t3 = t3
         self.actives: list[_Active] = []
         self.cache: list[BatchKVCache] | None = None
-        self.joining: list[list[BatchKVCache]] = []  # per joined row, per layer
+        self.joining: list[list[BatchKVCache | None]] = []  # per joined row, per layer
         self.ids = mx.arange(t3.config.speech_vocab_size)
 
     def join(self, row: int, request: BatchRow) -> None:
@@ -163,10 +163,15 @@ class DecodeBatch:
             return
         if self.cache is None:
             self.cache = self.joining.pop(0)
-        if self.joining:
-            for layer, *theirs in zip(self.cache, *self.joining, strict=True):
-                layer.merge(*theirs)
-        self.joining = []
+        joining, self.joining = self.joining, []
+        if not joining:
+            return
+        for index, layer in enumerate(self.cache):
+            theirs = [row[index] for row in joining]
+            for row in joining:  # a joined row's layer is freed once merged
+                row[index] = None
+            layer.merge(*theirs)
+            del theirs
 
     def read(self) -> list[RowToken]:
         """Every row's pending sample as a ``RowToken``; finished rows leave the batch."""
