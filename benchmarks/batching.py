@@ -8,6 +8,12 @@ peak RSS of the batched run. Then the long-text case: one ``generate()`` of 8 se
 
     python benchmarks/batching.py --variant turbo --batch 1,2,4,8 --tokens 30 --rounds 2
 
+Rows shaped like speech: random weights never stop, so ``--tokens`` sets how much a row
+speaks, and ``--words`` how long its sentence is; a word speaks about 10 tokens (150 words
+a minute, 25 tokens a second), so ``--words 12 --tokens 120`` (the long text: ``--words 36
+--tokens 330``). The tests' synthetic tokenizers give ~1.2 characters a token (GPT-2's
+BPE ~4), so the prefill here is still longer than with real files.
+
 Each measurement runs in a child process of its own (peak RSS is per process), and the
 rounds alternate over all of them, so slow spells of a shared machine hit every side;
 the fastest of the rounds is kept and the range printed. Random weights rarely stop, so
