@@ -217,6 +217,8 @@ def main() -> None:
     p.add_argument("--child", choices=["batch", "sequential", "long"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.words < 1 or args.tokens < 1:
+        p.error("--words and --tokens must be at least 1")
     args.variant = VARIANTS[args.variant]
     if args.child:
         print(json.dumps(child(args)))

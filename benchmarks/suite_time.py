@@ -18,7 +18,12 @@ import xml.etree.ElementTree as ET
 def load(path: str) -> tuple[dict[str, list[float]], collections.Counter]:
     times: dict[str, list[float]] = collections.defaultdict(list)
     outcomes: collections.Counter = collections.Counter()
-    for case in ET.parse(path).getroot().iter("testcase"):
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as err:
+        message = f"{path}: not a readable junit file ({err}); write one with pytest --junitxml"
+        raise SystemExit(message) from None
+    for case in root.iter("testcase"):
         times[case.get("name")].append(float(case.get("time", 0)))
         if case.find("failure") is not None or case.find("error") is not None:
             outcomes["failed"] += 1
@@ -41,6 +46,8 @@ def main() -> None:
         total = sum(map(sum, times.values()))
         print(f"{label}: {sum(map(len, times.values()))} tests, {total:.0f} s, {dict(outcomes)}")
     common = [name for name in old if len(old[name]) == len(new.get(name, ()))]
+    if not common:
+        raise SystemExit("no test is in both files: are they junit files of this suite?")
     old_s = sum(sum(old[name]) for name in common)
     new_s = sum(sum(new[name]) for name in common)
     count = sum(len(old[name]) for name in common)

@@ -248,10 +248,13 @@ def test_cache_merge_and_filter_keep_each_rows_keys():
 def test_rows_merged_together_equal_rows_merged_one_by_one():
     rng = np.random.default_rng(8)
 
+    sources = []
+
     def filled(rows: int, length: int, capacity: int) -> BatchKVCache:
-        keys = mx.array(rng.standard_normal((rows, 2, length, 4)).astype(np.float32))
+        keys = rng.standard_normal((rows, 2, length, 4)).astype(np.float32)
+        sources.append(keys)
         cache = BatchKVCache.empty(rows, 2, 4, capacity, mx.float32)
-        cache.update(keys, keys * 2)
+        cache.update(mx.array(keys), mx.array(keys * 2))
         return cache
 
     parts = [filled(2, 5, 9), filled(1, 9, 10), filled(1, 3, 12)]
@@ -265,7 +268,12 @@ def test_rows_merged_together_equal_rows_merged_one_by_one():
     assert together.keys.shape == one_by_one.keys.shape == (4, 2, 12, 4)
     np.testing.assert_array_equal(np.array(together.keys), np.array(one_by_one.keys))
     np.testing.assert_array_equal(np.array(together.values), np.array(one_by_one.values))
-    assert (np.array(together.keys)[3, :, :6] == 0).all()  # padding holds zeros
+    keys, values = np.array(together.keys), np.array(together.values)
+    for rows, start, source in ((slice(0, 2), 4, sources[0]), (slice(2, 3), 0, sources[1]),
+                                (slice(3, 4), 6, sources[2])):  # fmt: skip
+        np.testing.assert_array_equal(keys[rows, :, start:9], source)
+        np.testing.assert_array_equal(values[rows, :, start:9], source * 2)
+    assert (keys[3, :, :6] == 0).all() and (keys[:, :, 9:] == 0).all()  # padding, room
 
 
 def test_cache_grows_past_its_capacity():

@@ -171,7 +171,6 @@ class DecodeBatch:
             for row in joining:  # a joined row's layer is freed once merged
                 row[index] = None
             layer.merge(*theirs)
-            del theirs
 
     def read(self) -> list[RowToken]:
         """Every row's pending sample as a ``RowToken``; finished rows leave the batch."""
